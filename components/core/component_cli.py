@@ -1,0 +1,55 @@
+"""Conventions every component CLI follows, so any launcher can drive any component.
+
+- The last stdout line `LITOPS_RESULT {json}` carries the step's result back to the flow
+  (a local pipe or a Kubernetes pod log: both carry it).
+- A user error (bad config, bad input) prints one line and exits with a known code; no
+  traceback wall.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+RESULT_PREFIX = "LITOPS_RESULT "
+EXIT_BAD_INPUT = 65  # EX_DATAERR: the data was wrong
+EXIT_CONFIG_ERROR = 78  # EX_CONFIG: the config was wrong; a retry cannot help
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message is shown as one line."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+def emit_result(result: dict[str, Any]) -> None:
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(result, sort_keys=True), flush=True)
+
+
+def parse_result(lines: list[str]) -> dict[str, Any] | None:
+    """The result of a component run, from its output lines (last one wins)."""
+    for line in reversed(lines):
+        line = line.strip()
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    return None
+
+
+def run_main(main: Callable[[list[str] | None], int | None], component: str, argv: list[str] | None = None) -> None:
+    """Run a component's main; turn user errors into one line and a known exit code."""
+    from litops.core.config import ConfigError
+
+    try:
+        code = main(argv)
+    except ConfigError as e:
+        print(f"litops {component}: config error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+    except UserError as e:
+        print(f"litops {component}: error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        print(f"litops {component}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code or 0)

@@ -1,0 +1,207 @@
+"""Typed config schema shared by every component.
+
+Pure dataclasses: Hydra composes and checks them in the orchestrator (flows/config.py); a
+component process rebuilds them from the resolved JSON with `from_dict`, without Hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "embedded"  # dataset folder under <home>/data/datasets/
+    source: str = "synth"  # synth: generate the embedded benchmark; path: user shards only
+    seed: int = 0
+    n_train: int = 6000
+    n_val: int = 600  # seen attribute combinations, unseen samples
+    n_test: int = 600  # held-out attribute combinations (compositional split)
+    image_size: int = 64
+    shard_size: int = 1000
+    two_object_fraction: float = 0.3
+    max_caption_chars: int = 300
+    max_bad_fraction: float = 0.05
+    val_fraction: float = 0.05  # share of ingested user samples routed to val/
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small"
+    image_tower: str = "scratch_cnn"
+    text_tower: str = "scratch_transformer"
+    embed_dim: int = 128
+    image_width: int = 32  # base channel count of the scratch CNN
+    text_width: int = 128
+    text_layers: int = 1
+    text_heads: int = 4
+    vocab_size: int = 8192
+    context_length: int = 32
+    lock: str = "scratch"  # image tower: locked | unlocked | scratch
+    pretrained_path: str = ""
+    init_logit_scale: float = math.log(10.0)
+    init_logit_bias: float = -10.0
+
+
+@dataclass
+class LossConfig:
+    name: str = "sigmoid"  # sigmoid | softmax
+    impl: str = "auto"  # auto | reference | chunked | triton
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 40
+    grad_clip: float = 1.0
+    checkpoint_every: int = 50
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # 0: torch default
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    prompt_templates: list[str] = field(
+        default_factory=lambda: ["a {}", "a photo of a {}", "a picture of a {}", "a {} shape", "something {}"]
+    )
+    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+
+
+@dataclass
+class RegistryConfig:
+    model_name: str = "lit-embedded"
+    primary_metric: str = "zeroshot_top1"
+    min_improvement: float = 0.005
+    guard_metrics: list[str] = field(
+        default_factory=lambda: ["retrieval_i2t_r1", "retrieval_t2i_r1", "compositional_acc"]
+    )
+    guard_tolerance: float = 0.02
+    absolute_floor: float = 0.3
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = ""  # empty: sqlite:///<home>/mlflow.db
+    artifact_location: str = ""  # empty: <home>/mlartifacts
+    experiment: str = "litops"
+
+
+@dataclass
+class LauncherConfig:
+    kind: str = "local"  # local | kubernetes
+
+
+@dataclass
+class ScheduleConfig:
+    cron: str = "0 3 * * *"
+    deployment_name: str = "nightly"
+    timezone: str = "UTC"
+
+
+@dataclass
+class LitopsConfig:
+    home: str = ".litops"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+# Sections whose values change the trained weights; their hash names a training run.
+TRAINING_SECTIONS = ("data", "model", "loss", "train")
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass `cls` from plain data, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{path}{key}' (allowed: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name in names & data.keys():
+        kwargs[name] = _coerce(hints[name], data[name], f"{path}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"config key '{key}': union types are not supported in the schema")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+CHOICES = {
+    "loss.name": ("sigmoid", "softmax"),
+    "loss.impl": ("auto", "reference", "chunked", "triton"),
+    "model.lock": ("locked", "unlocked", "scratch"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "launcher.kind": ("local", "kubernetes"),
+}
+
+
+def validate(cfg: LitopsConfig) -> LitopsConfig:
+    """Check values the type system cannot: enumerations and ranges."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}; got {value!r}")
+    for key in ("train.steps", "train.batch_size", "data.n_train", "data.image_size", "train.checkpoint_every"):
+        section, name = key.split(".")
+        minimum = 0 if name == "steps" else 1
+        if getattr(getattr(cfg, section), name) < minimum:
+            raise ConfigError(f"config key '{key}' must be >= {minimum}")
+    if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
+        raise ConfigError("config key 'data.max_bad_fraction' must be within [0, 1]")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_json(path: str) -> LitopsConfig:
+    with open(path, encoding="utf-8") as f:
+        return validate(from_dict(LitopsConfig, json.load(f)))
+
+
+def config_hash(cfg: LitopsConfig) -> str:
+    """Short hash of everything that changes the trained weights."""
+    payload = {s: dataclasses.asdict(getattr(cfg, s)) for s in TRAINING_SECTIONS}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

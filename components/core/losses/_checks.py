@@ -1,0 +1,78 @@
+"""Input validation and implementation selection shared by every loss implementation."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+IMPLS = ("auto", "reference", "chunked", "triton")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_inputs(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+    """Raise ValueError naming the shapes/dtypes when the inputs cannot form an N×N contrastive loss."""
+    for name, t in (("img", img), ("txt", txt)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be 2-D (N, D), got shape {tuple(t.shape)}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{name} must be a floating tensor (fp16/bf16/fp32/fp64), got dtype {t.dtype}")
+    if img.shape != txt.shape:
+        raise ValueError(f"img and txt must have the same (N, D) shape, got img {tuple(img.shape)} and txt {tuple(txt.shape)}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"img/txt must be non-empty, got shape {tuple(img.shape)}")
+    if img.dtype != txt.dtype:
+        raise ValueError(f"img and txt must share a dtype, got img {img.dtype} and txt {txt.dtype}")
+    if img.device != txt.device:
+        raise ValueError(f"img and txt must be on the same device, got {img.device} and {txt.device}")
+    for name, t in (("scale", scale), ("bias", bias)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a 0-d tensor, got {type(t).__name__}")
+        if t.numel() != 1 or t.dim() > 1:
+            raise ValueError(f"{name} must be a scalar (0-d or 1-element) tensor, got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating tensor, got dtype {t.dtype}")
+
+
+def interpret_mode() -> bool:
+    """True when Triton kernels run on CPU tensors through the interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """Map `auto` to a concrete implementation; validate explicit ones."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown loss impl {impl!r}; expected one of {IMPLS}")
+    if impl == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "chunked"
+    if impl == "triton":
+        if not triton_available():
+            raise ValueError("impl='triton' needs the `triton` package, which is not importable here")
+        if device.type != "cuda" and not interpret_mode():
+            raise ValueError(f"impl='triton' needs CUDA tensors (got device {device}); set TRITON_INTERPRET=1 to run it on CPU tensors")
+    return impl
+
+
+_TRITON_OK: bool | None = None
+
+
+def triton_available() -> bool:
+    global _TRITON_OK
+    if _TRITON_OK is None:
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+
+            _TRITON_OK = True
+        except Exception:  # pragma: no cover - depends on the install
+            _TRITON_OK = False
+    return _TRITON_OK
+
+
+def as_scalar(t: torch.Tensor) -> torch.Tensor:
+    """View a 1-element tensor as 0-d."""
+    return t.reshape(())

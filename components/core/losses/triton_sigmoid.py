@@ -1,0 +1,136 @@
+"""Fused Triton sigmoid (SigLIP) loss: forward keeps O(N) statistics, backward recomputes tiles.
+
+Forward  : one program per row block loops over column tiles, computes the logits tile in
+           fp32 (tl.dot, fp32 accumulator), applies softplus(−z·l) and keeps one partial sum per row.
+Backward : G = ∂(Σ softplus(−z·l))/∂l = σ(l) off the diagonal, −σ(−l) on it. One kernel
+           computes G@B per (row block, D split) by recomputing tiles; it is launched twice,
+           with (img, txt) for dImg and with (txt, img) for dTxt, since the loss is symmetric
+           under swapping img and txt (G of the swapped problem is Gᵀ). dscale = Σ img∘(G@txt)
+           and dbias = ΣG are O(N·D) / O(N) reductions of the kernel outputs.
+No N×N tensor is allocated; extra memory is O(N·D) fp32 for the gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from litops.core.losses.triton_common import check_triton_inputs, config, logits_tile, precision_for, scalar_f32
+
+
+@triton.jit
+def _softplus(x):
+    # log(1 + e^x) = max(x, 0) + log(1 + e^{−|x|}); finite for any |x|
+    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _sigmoid_fwd_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, row_out_ptr, N, D,
+                        stride_am, stride_ak, stride_bn, stride_bk,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    scale = tl.load(scale_ptr)
+    bias = tl.load(bias_ptr)
+    row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        s = logits_tile(a_ptr, b_ptr, rows, cols, N, N, D, stride_am, stride_ak, stride_bn, stride_bk,
+                        BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+        logit = s * scale + bias
+        x = tl.where(rows[:, None] == cols[None, :], -logit, logit)  # softplus(−z·l)
+        valid = (rows[:, None] < N) & (cols[None, :] < N)
+        row_sum += tl.sum(tl.where(valid, _softplus(x), 0.0), axis=1)
+    tl.store(row_out_ptr + rows, row_sum, mask=rows < N)
+
+
+@triton.jit
+def _sigmoid_bwd_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, ga_ptr, gsum_ptr, N, D,
+                        stride_am, stride_ak, stride_bn, stride_bk, stride_gm, stride_gk,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+                        PRECISION: tl.constexpr):
+    """ga[rows, dsplit] = G[rows, :] @ B[:, dsplit] (fp32); gsum[rows] = Σ_j G[rows, j] (D split 0 only)."""
+    pid_m = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    ds = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    scale = tl.load(scale_ptr)
+    bias = tl.load(bias_ptr)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    gsum = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        s = logits_tile(a_ptr, b_ptr, rows, cols, N, N, D, stride_am, stride_ak, stride_bn, stride_bk,
+                        BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+        logit = s * scale + bias
+        diag = rows[:, None] == cols[None, :]
+        p = tl.sigmoid(tl.where(diag, -logit, logit))
+        p = tl.where(diag, -p, p)
+        p = tl.where((rows[:, None] < N) & (cols[None, :] < N), p, 0.0)
+        gsum += tl.sum(p, axis=1)
+        bt = tl.load(b_ptr + cols[:, None] * stride_bn + ds[None, :] * stride_bk,
+                     mask=(cols[:, None] < N) & (ds[None, :] < D), other=0.0)
+        acc = tl.dot(p.to(bt.dtype), bt, acc, input_precision=PRECISION)
+    tl.store(ga_ptr + rows[:, None] * stride_gm + ds[None, :] * stride_gk, acc, mask=(rows[:, None] < N) & (ds[None, :] < D))
+    if pid_d == 0:
+        tl.store(gsum_ptr + rows, gsum, mask=rows < N)
+
+
+def _fwd(img, txt, scale32, bias32):
+    n, d = img.shape
+    cfg = config(n, d, img.device)
+    row = torch.empty(n, dtype=torch.float32, device=img.device)
+    grid = (triton.cdiv(n, cfg["BLOCK_M"]),)
+    _sigmoid_fwd_kernel[grid](img, txt, scale32, bias32, row, n, d, img.stride(0), img.stride(1), txt.stride(0), txt.stride(1),
+                              BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+                              PRECISION=precision_for(img.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return row
+
+
+def _g_times(a, b, scale32, bias32):
+    """(G@b in fp32 [N, D], per-row ΣG [N]) for the problem (a, b)."""
+    n, d = a.shape
+    cfg = config(n, d, a.device)
+    ga = torch.empty((n, d), dtype=torch.float32, device=a.device)
+    gsum = torch.empty(n, dtype=torch.float32, device=a.device)
+    grid = (triton.cdiv(n, cfg["BLOCK_M"]), triton.cdiv(d, cfg["BLOCK_D"]))
+    _sigmoid_bwd_kernel[grid](a, b, scale32, bias32, ga, gsum, n, d, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+                              ga.stride(0), ga.stride(1), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+                              BLOCK_K=cfg["BLOCK_K"], BLOCK_D=cfg["BLOCK_D"], PRECISION=precision_for(a.dtype),
+                              num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return ga, gsum
+
+
+class TritonSigmoidLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, img, txt, scale, bias):
+        row = _fwd(img, txt, scalar_f32(scale), scalar_f32(bias))
+        ctx.save_for_backward(img, txt, scale, bias)
+        return (row.sum(dtype=torch.float64) / img.shape[0]).to(img.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        img, txt, scale, bias = ctx.saved_tensors
+        need_img, need_txt, need_scale, need_bias = ctx.needs_input_grad[:4]
+        s32, b32 = scalar_f32(scale), scalar_f32(bias)
+        g = grad_out.to(torch.float32) / img.shape[0]
+        sc = s32[0]
+        d_img = d_txt = d_scale = d_bias = None
+        if need_img or need_scale or need_bias:
+            gi, gsum = _g_times(img, txt, s32, b32)
+            if need_img:
+                d_img = (gi * (g * sc)).to(img.dtype)
+            if need_scale:
+                d_scale = ((img.to(torch.float32) * gi).sum() * g).to(scale.dtype).reshape(scale.shape)
+            if need_bias:
+                d_bias = (gsum.sum() * g).to(bias.dtype).reshape(bias.shape)
+        if need_txt:
+            gt, _ = _g_times(txt, img, s32, b32)
+            d_txt = (gt * (g * sc)).to(txt.dtype)
+        return d_img, d_txt, d_scale, d_bias
+
+
+def sigmoid_loss_triton(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    check_triton_inputs(img)
+    return TritonSigmoidLoss.apply(img, txt, scale, bias)

@@ -1,0 +1,125 @@
+"""Fused Triton softmax (CLIP) loss: forward keeps row and column log-sum-exp (O(N)).
+
+Forward  : one kernel computes the online (flash-style) log-sum-exp of each row of
+           scale·A@Bᵀ over column tiles, plus the diagonal (positive) logits; launched with (img, txt)
+           for the row LSE and with (txt, img) for the column LSE.
+Backward : with r, c the row/column LSE, 2N·∂loss/∂l = exp(l − r_i) + exp(l − c_j) − 2δ_ij =: P.
+           One kernel computes P@B per (row block, D split), recomputing tiles; launched with
+           (img, txt, r, c) for dImg and (txt, img, c, r) for dTxt (P of the swapped problem is Pᵀ).
+           dscale = Σ img∘(P@txt) / 2N.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from litops.core.losses.triton_common import check_triton_inputs, config, logits_tile, precision_for, scalar_f32
+
+
+@triton.jit
+def _row_lse_kernel(a_ptr, b_ptr, scale_ptr, lse_ptr, diag_ptr, N, D, stride_am, stride_ak, stride_bn, stride_bk,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    scale = tl.load(scale_ptr)
+    m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    s_acc = tl.zeros([BLOCK_M], dtype=tl.float32)
+    diag = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        s = logits_tile(a_ptr, b_ptr, rows, cols, N, N, D, stride_am, stride_ak, stride_bn, stride_bk,
+                        BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+        logit = tl.where(cols[None, :] < N, s * scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(logit, axis=1))  # finite: every tile has ≥ 1 valid column
+        s_acc = s_acc * tl.exp(m - m_new) + tl.sum(tl.exp(logit - m_new[:, None]), axis=1)
+        m = m_new
+        diag += tl.sum(tl.where(rows[:, None] == cols[None, :], logit, 0.0), axis=1)
+    tl.store(lse_ptr + rows, m + tl.log(s_acc), mask=rows < N)
+    tl.store(diag_ptr + rows, diag, mask=rows < N)
+
+
+@triton.jit
+def _softmax_bwd_kernel(a_ptr, b_ptr, scale_ptr, r_ptr, c_ptr, ga_ptr, N, D,
+                        stride_am, stride_ak, stride_bn, stride_bk, stride_gm, stride_gk,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+                        PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    ds = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    scale = tl.load(scale_ptr)
+    r = tl.load(r_ptr + rows, mask=rows < N, other=0.0)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        c = tl.load(c_ptr + cols, mask=cols < N, other=0.0)
+        s = logits_tile(a_ptr, b_ptr, rows, cols, N, N, D, stride_am, stride_ak, stride_bn, stride_bk,
+                        BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+        logit = s * scale
+        p = tl.exp(logit - r[:, None]) + tl.exp(logit - c[None, :])
+        p = tl.where(rows[:, None] == cols[None, :], p - 2.0, p)
+        p = tl.where((rows[:, None] < N) & (cols[None, :] < N), p, 0.0)
+        bt = tl.load(b_ptr + cols[:, None] * stride_bn + ds[None, :] * stride_bk,
+                     mask=(cols[:, None] < N) & (ds[None, :] < D), other=0.0)
+        acc = tl.dot(p.to(bt.dtype), bt, acc, input_precision=PRECISION)
+    tl.store(ga_ptr + rows[:, None] * stride_gm + ds[None, :] * stride_gk, acc, mask=(rows[:, None] < N) & (ds[None, :] < D))
+
+
+def _lse(a, b, scale32):
+    n, d = a.shape
+    cfg = config(n, d, a.device)
+    out = torch.empty(n, dtype=torch.float32, device=a.device)
+    diag = torch.empty(n, dtype=torch.float32, device=a.device)
+    _row_lse_kernel[(triton.cdiv(n, cfg["BLOCK_M"]),)](
+        a, b, scale32, out, diag, n, d, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], PRECISION=precision_for(a.dtype),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return out, diag
+
+
+def _p_times(a, b, scale32, r, c):
+    n, d = a.shape
+    cfg = config(n, d, a.device)
+    ga = torch.empty((n, d), dtype=torch.float32, device=a.device)
+    grid = (triton.cdiv(n, cfg["BLOCK_M"]), triton.cdiv(d, cfg["BLOCK_D"]))
+    _softmax_bwd_kernel[grid](a, b, scale32, r, c, ga, n, d, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+                              ga.stride(0), ga.stride(1), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+                              BLOCK_K=cfg["BLOCK_K"], BLOCK_D=cfg["BLOCK_D"], PRECISION=precision_for(a.dtype),
+                              num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return ga
+
+
+class TritonSoftmaxLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, img, txt, scale):
+        s32 = scalar_f32(scale)
+        row_lse, diag = _lse(img, txt, s32)  # the positives' logits come from the same tiles
+        col_lse, diag_t = _lse(txt, img, s32)
+        n = img.shape[0]
+        loss = 0.5 * ((row_lse - diag).sum(dtype=torch.float64) + (col_lse - diag_t).sum(dtype=torch.float64)) / n
+        ctx.save_for_backward(img, txt, scale, row_lse, col_lse)
+        return loss.to(img.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        img, txt, scale, row_lse, col_lse = ctx.saved_tensors
+        need_img, need_txt, need_scale = ctx.needs_input_grad[:3]
+        s32 = scalar_f32(scale)
+        g = grad_out.to(torch.float32) / (2 * img.shape[0])
+        d_img = d_txt = d_scale = None
+        if need_img or need_scale:
+            gi = _p_times(img, txt, s32, row_lse, col_lse)
+            if need_img:
+                d_img = (gi * (g * s32[0])).to(img.dtype)
+            if need_scale:
+                d_scale = ((img.to(torch.float32) * gi).sum() * g).to(scale.dtype).reshape(scale.shape)
+        if need_txt:
+            d_txt = (_p_times(txt, img, s32, col_lse, row_lse) * (g * s32[0])).to(txt.dtype)
+        return d_img, d_txt, d_scale
+
+
+def softmax_loss_triton(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    check_triton_inputs(img)
+    return TritonSoftmaxLoss.apply(img, txt, scale)

@@ -1,0 +1,66 @@
+"""The LiT model: two towers, linear projections to a shared space, a learnable scale and bias."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from litops.core.config import ModelConfig
+from litops.core.towers import build_image_tower, build_text_tower
+
+LOCK_MODES = ("locked", "unlocked", "scratch")
+
+
+class LiTModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, image_size: int):
+        super().__init__()
+        if cfg.lock not in LOCK_MODES:
+            raise ValueError(f"model.lock must be one of {LOCK_MODES}, got {cfg.lock!r}")
+        self.cfg = cfg
+        self.image_tower = build_image_tower(cfg, image_size)
+        self.text_tower = build_text_tower(cfg)
+        self.image_proj = nn.Linear(self.image_tower.output_dim, cfg.embed_dim, bias=False)
+        self.text_proj = nn.Linear(self.text_tower.output_dim, cfg.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
+        if cfg.lock == "locked":
+            self.image_tower.requires_grad_(False)
+
+    @property
+    def image_locked(self) -> bool:
+        return self.cfg.lock == "locked"
+
+    def train(self, mode: bool = True) -> "LiTModel":
+        super().train(mode)
+        if self.image_locked:  # a locked tower keeps eval mode: frozen BatchNorm statistics
+            self.image_tower.eval()
+        return self
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Preprocessed pixels -> L2-normalised embeddings."""
+        return F.normalize(self.image_proj(self.image_tower(pixels)), dim=-1)
+
+    def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokenized text -> L2-normalised embeddings."""
+        return F.normalize(self.text_proj(self.text_tower(**tokens)), dim=-1)
+
+    def forward(self, pixels: torch.Tensor, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_image(pixels), self.encode_text(tokens)
+
+    # Convenience for inference: raw inputs in, embeddings out.
+    @torch.no_grad()
+    def embed_images(self, images_uint8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        device = self.logit_scale.device
+        out = [self.encode_image(self.image_tower.preprocess(images_uint8[i : i + batch_size].to(device)))
+               for i in range(0, len(images_uint8), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.cfg.embed_dim)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        device = self.logit_scale.device
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = {k: v.to(device) for k, v in self.text_tower.tokenize(texts[i : i + batch_size]).items()}
+            out.append(self.encode_text(tokens))
+        return torch.cat(out) if out else torch.empty(0, self.cfg.embed_dim)

@@ -1,0 +1,147 @@
+"""The training loop. Depends on torch and litops.core only; reports through a MetricLogger."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from litops.core.checkpoint import atomic_save, export_model, latest_checkpoint, prune_checkpoints, step_path
+from litops.core.config import LitopsConfig, to_dict
+from litops.core.losses import contrastive_loss
+from litops.core.model import LiTModel
+from litops.core.shards import read_split
+from litops.train.logger import MetricLogger
+
+LOG_EVERY = 10
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    steps: int
+    resumed_from: int | None
+    final_loss: float
+    samples_per_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms, and the logit scale and bias."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name in ("logit_scale", "logit_bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Indices of a step's batch: a seeded permutation per epoch, so resuming needs no RNG state."""
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.extend(perm[offset : offset + batch_size - len(out)].tolist())
+    return torch.tensor(out)
+
+
+def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLogger) -> TrainResult:
+    tc = cfg.train
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    device = pick_device(tc.device)
+    torch.manual_seed(tc.seed)
+
+    data = read_split(dataset_dir, "train", cfg.data.image_size)
+    bs = min(tc.batch_size, len(data))
+    model = LiTModel(cfg.model, cfg.data.image_size).to(device)
+    tokens = model.text_tower.tokenize(data.captions)
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc.warmup_steps, tc.steps))
+
+    start, resumed_from = 0, None
+    if (last := latest_checkpoint(ckpt_dir)) is not None:
+        state = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = resumed_from = state["step"]
+        print(f"resuming from {last.name} (step {start}/{tc.steps})", file=sys.stderr, flush=True)
+    else:
+        logger.log_params({"n_train": len(data), "device": str(device)})
+
+    def state_at(step: int) -> dict[str, Any]:
+        return {"config": to_dict(cfg), "image_size": cfg.data.image_size, "step": step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+    model.train()
+    loss_value, seen, t0 = float("nan"), 0, time.perf_counter()
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", unit="step", file=sys.stderr,
+               mininterval=1.0 if sys.stderr.isatty() else 5.0, dynamic_ncols=True)
+    for step in bar:
+        idx = batch_indices(step, bs, len(data), tc.seed)
+        pixels = model.image_tower.preprocess(data.images[idx].to(device))
+        batch_tokens = {k: v[idx] for k, v in tokens.items()}
+        width = int(batch_tokens["attention_mask"].sum(1).max().clamp_min(1))
+        batch_tokens = {k: v[:, :width].to(device) for k, v in batch_tokens.items()}
+        img, txt = model(pixels, batch_tokens)
+        loss = contrastive_loss(cfg.loss.name, img, txt, model.logit_scale.exp(), model.logit_bias, impl=cfg.loss.impl)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(max=math.log(100.0))
+        loss_value, seen = loss.item(), seen + bs
+        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+        done = step + 1
+        if done % LOG_EVERY == 0 or done == tc.steps:
+            metrics = {"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
+                       "train/logit_scale": float(model.logit_scale.exp()), "train/logit_bias": float(model.logit_bias),
+                       "train/samples_per_s": seen / (time.perf_counter() - t0)}
+            if grad_norm is not None:
+                metrics["train/grad_norm"] = float(grad_norm)
+            logger.log_metrics(metrics, step=done)
+        if done % tc.checkpoint_every == 0 or done == tc.steps:
+            atomic_save(state_at(done), step_path(ckpt_dir, done))
+            prune_checkpoints(ckpt_dir)
+    bar.close()
+
+    final = latest_checkpoint(ckpt_dir)
+    if final is None:  # steps == 0: still export the initial weights
+        atomic_save(state_at(start), step_path(ckpt_dir, start))
+        final = step_path(ckpt_dir, start)
+    state = torch.load(final, map_location="cpu", weights_only=False)
+    export_model(state, ckpt_dir / MODEL_FILE)
+    elapsed = time.perf_counter() - t0
+    return TrainResult(str(ckpt_dir / MODEL_FILE), state["step"], resumed_from, loss_value, seen / elapsed if seen else 0.0)

@@ -1,0 +1,1 @@
+"""Hydra config tree (YAML), shipped as package data."""

@@ -1,0 +1,3 @@
+from litops.flows.cli import main
+
+main()

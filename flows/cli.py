@@ -1,0 +1,135 @@
+"""`litops`: the command line. Subcommands run flows or components; errors are one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  litops run                          retrain on the embedded default
+  litops run train.steps=600 loss=softmax
+  litops data synth                   generate + version the embedded benchmark
+  litops data add ./my-shards         ingest user shards (bad samples are quarantined)
+  litops models                       versions, aliases, metrics, data versions
+  litops promote --version 3          move the champion alias by hand
+  litops rollback                     give the alias back to the previous champion
+  litops deploy                       serve the scheduled retrain deployment
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="litops", description="Train, evaluate and promote image-text models.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    over = dict(nargs="*", default=[], metavar="KEY=VALUE", help="Hydra overrides, e.g. train.steps=300 loss=softmax")
+
+    sub.add_parser("run", help="run the retrain flow once").add_argument("overrides", **over)
+    data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_command", required=True, metavar="SUB")
+    data.add_parser("synth", help="generate and version the embedded benchmark").add_argument("overrides", **over)
+    add = data.add_parser("add", help="ingest user shards or an image+caption folder")
+    add.add_argument("path")
+    add.add_argument("overrides", **over)
+    promote = sub.add_parser("promote", help="move the champion alias to a version")
+    promote.add_argument("--version", type=int, required=True)
+    promote.add_argument("overrides", **over)
+    sub.add_parser("rollback", help="move the champion alias back to the previous champion").add_argument("overrides", **over)
+    sub.add_parser("models", help="list registered versions").add_argument("overrides", **over)
+    deploy = sub.add_parser("deploy", help="serve the retrain flow on a cron schedule")
+    deploy.add_argument("--apply-only", action="store_true", help="register the deployment and exit (no runner)")
+    deploy.add_argument("overrides", **over)
+    return p
+
+
+def _prepare_env(home: str) -> None:
+    """Prefect's own state goes under the litops home too, unless the user set PREFECT_HOME."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(home) / "prefect"))
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _component(component: str, args: list[str], cfg_overrides: list[str]) -> int:
+    """Run one component as a child process, its output straight to the terminal."""
+    from litops.flows.config import load_config, write_config
+    from litops.core.workspace import Workspace
+    from litops.flows.launcher import ComponentFailed, JobSpec, LocalProcessLauncher
+
+    cfg = load_config(cfg_overrides)
+    ws = Workspace(Path(cfg.home)).create()
+    cfg_path = write_config(cfg, ws.runs / "cli" / "config.json")
+    try:
+        LocalProcessLauncher().run(JobSpec(component, component, [*args, "--config", str(cfg_path)]), log=print)
+    except ComponentFailed as e:  # the component already printed its one-line error
+        return e.exit_code
+    return 0
+
+
+def _run(overrides: list[str]) -> int:
+    from litops.flows.config import load_config
+
+    cfg = load_config(overrides)  # fail fast, before Prefect starts
+    _prepare_env(cfg.home)
+    from litops.flows.retrain import retrain
+
+    summary = retrain(overrides=overrides)
+    times = summary.get("timings", {})
+    print("\nstep wall times:")
+    for name, secs in times.items():
+        print(f"  {name:<18} {secs:>7.1f} s")
+    print(f"  {'total':<18} {sum(times.values()):>7.1f} s")
+    status = summary["status"]
+    if status == "up_to_date":
+        print(f"\nup to date: version {summary['version']} already trained on data {summary['data_version']}")
+    else:
+        m = summary.get("metrics", {})
+        print(f"\nversion {summary['version']}: {status.upper()} ({summary.get('reason', '')})")
+        print("  " + "  ".join(f"{k}={m[k]:.3f}" for k in ("zeroshot_top1", "retrieval_i2t_r1", "retrieval_t2i_r1",
+                                                           "compositional_acc") if k in m))
+    return 0
+
+
+def _deploy(overrides: list[str], apply_only: bool) -> int:
+    from litops.flows.config import load_config
+
+    cfg = load_config(overrides)
+    _prepare_env(cfg.home)
+    from litops.flows.deploy import deploy
+
+    deploy(cfg, overrides, apply_only=apply_only)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    from litops.core.component_cli import EXIT_CONFIG_ERROR
+    from litops.core.config import ConfigError
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            code = _run(args.overrides)
+        elif args.command == "data" and args.data_command == "synth":
+            code = _component("data", ["synth"], args.overrides)
+        elif args.command == "data":
+            code = _component("data", ["add", str(Path(args.path).resolve())], args.overrides)
+        elif args.command == "promote":
+            code = _component("register", ["promote", "--version", str(args.version)], args.overrides)
+        elif args.command in ("rollback", "models"):
+            code = _component("register", [args.command], args.overrides)
+        else:
+            code = _deploy(args.overrides, args.apply_only)
+    except ConfigError as e:
+        print(f"litops: config error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+    except KeyboardInterrupt:
+        print("litops: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as e:  # one readable failure, not a traceback wall
+        from litops.flows.launcher import ComponentFailed
+        from litops.flows.retrain import RunInProgress
+
+        if not isinstance(e, (ComponentFailed, RunInProgress)):
+            raise
+        print(f"litops: {e}", file=sys.stderr)
+        raise SystemExit(getattr(e, "exit_code", 1) or 1) from None
+    raise SystemExit(code)

@@ -1,0 +1,125 @@
+"""How a flow starts a component: the Launcher interface and the local-process launcher.
+
+A flow builds a JobSpec and hands it to whichever launcher the config names; it never imports
+a component. Any launcher streams the job's log lines to a callback and returns the
+component's result (its `LITOPS_RESULT {json}` line).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from litops.core.component_cli import parse_result
+
+LogFn = Callable[[str], None]
+TAIL_LINES = 40
+
+
+@dataclass
+class JobSpec:
+    name: str  # a short run-unique name, e.g. "train-3f2a"
+    component: str  # data | train | evaluate | register
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    gpus: int = 0
+
+
+@dataclass
+class JobResult:
+    exit_code: int
+    result: dict[str, Any] | None
+    log_tail: list[str]
+
+
+class ComponentFailed(RuntimeError):
+    """A component exited non-zero; the message carries its last log lines."""
+
+    def __init__(self, spec: JobSpec, exit_code: int, tail: list[str], reason: str = ""):
+        self.spec, self.exit_code, self.tail = spec, exit_code, tail
+        shown = "\n".join(f"    {line}" for line in tail[-15:]) or "    (no output)"
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"{spec.component} step '{spec.name}' failed with exit code {exit_code}{why}. Last log lines:\n{shown}")
+
+
+class Launcher(Protocol):
+    def run(self, spec: JobSpec, log: LogFn) -> JobResult:
+        """Run the job to completion; raise ComponentFailed on failure."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class LocalProcessLauncher:
+    """Runs `python -m litops.<component> ARGS` as a child process of the flow."""
+
+    def __init__(self, python: str = sys.executable, extra_env: dict[str, str] | None = None):
+        self.python = python
+        self.extra_env = extra_env or {}
+
+    def command(self, spec: JobSpec) -> list[str]:
+        return [self.python, "-u", "-m", f"litops.{spec.component}", *spec.args]
+
+    def run(self, spec: JobSpec, log: LogFn) -> JobResult:
+        env = {**os.environ, **self.extra_env, **spec.env, "PYTHONUNBUFFERED": "1"}
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        lines: list[str] = []  # LITOPS_RESULT lines
+        proc = subprocess.Popen(self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            buf = b""
+            while chunk := proc.stdout.read1(65536):
+                buf += chunk
+                *complete, buf = re.split(rb"[\r\n]", buf)
+                for raw in complete:
+                    self._emit(raw, tail, lines, log)
+            self._emit(buf, tail, lines, log)
+            code = proc.wait()
+        except BaseException:  # cancelled flow or Ctrl-C: do not leave the child running
+            self._stop(proc)
+            raise
+        result = parse_result(lines)
+        if code != 0:
+            raise ComponentFailed(spec, code, list(tail))
+        return JobResult(code, result, list(tail))
+
+    @staticmethod
+    def _emit(raw: bytes, tail: deque, lines: list[str], log: LogFn) -> None:
+        line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
+        if not line:
+            return
+        if line.startswith("LITOPS_RESULT"):
+            lines.append(line)  # only result lines are kept whole
+            return
+        tail.append(line)
+        log(line)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def make_launcher(kind: str, **options: Any) -> Launcher:
+    if kind == "local":
+        return LocalProcessLauncher(**options)
+    if kind == "kubernetes":
+        from litops.flows.k8s_launcher import KubernetesJobLauncher  # not built yet in the embedded profile
+
+        return KubernetesJobLauncher(**options)
+    raise ValueError(f"unknown launcher kind {kind!r}")

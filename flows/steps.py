@@ -1,0 +1,96 @@
+"""The retrain flow's steps as Prefect tasks. Each one builds a JobSpec and runs it through the launcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from litops.core.component_cli import EXIT_BAD_INPUT, EXIT_CONFIG_ERROR
+from litops.flows.launcher import ComponentFailed, JobSpec, Launcher
+
+
+def _retry_unless_user_error(task, task_run, state) -> bool:
+    """Retry transient failures only: a bad config or bad data fails the same way every time."""
+    try:
+        state.result()
+    except ComponentFailed as e:
+        return e.exit_code not in (EXIT_BAD_INPUT, EXIT_CONFIG_ERROR)
+    except Exception:
+        return True
+    return False
+
+
+TRANSIENT = dict(retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_unless_user_error, cache_policy=NO_CACHE)
+
+
+def run_component(launcher: Launcher, name: str, component: str, args: list[str], gpus: int = 0) -> dict[str, Any]:
+    logger = get_run_logger()
+    job = launcher.run(JobSpec(name=name, component=component, args=args, gpus=gpus), log=logger.info)
+    if job.result is None:
+        raise ComponentFailed(JobSpec(name, component, args), job.exit_code, job.log_tail, "no LITOPS_RESULT line")
+    return job.result
+
+
+@task(name="version-data", **TRANSIENT)
+def version_data(launcher: Launcher, cfg_path: Path) -> dict[str, Any]:
+    return run_component(launcher, "data-version", "data", ["version", "--config", str(cfg_path)])
+
+
+@task(name="lookup-registered", **TRANSIENT)
+def lookup_registered(launcher: Launcher, cfg_path: Path, data_version: str, config_hash: str) -> int | None:
+    result = run_component(launcher, "register-lookup", "register",
+                           ["lookup", "--config", str(cfg_path), "--data-version", data_version, "--config-hash", config_hash])
+    return result.get("version")
+
+
+@task(name="train", retries=1, retry_delay_seconds=3, retry_condition_fn=_retry_unless_user_error, cache_policy=NO_CACHE)
+def train_model(launcher: Launcher, cfg_path: Path, dataset_dir: str, ckpt_dir: Path, data_version: str,
+                tracking: dict[str, str], gpus: int) -> dict[str, Any]:
+    """Retrying is safe: the trainer resumes from the latest checkpoint in ckpt_dir."""
+    args = ["--config", str(cfg_path), "--dataset-dir", dataset_dir, "--checkpoint-dir", str(ckpt_dir),
+            "--data-version", data_version, "--tracking-uri", tracking["uri"], "--experiment", tracking["experiment"],
+            "--artifact-location", tracking["artifact_location"]]
+    return run_component(launcher, f"train-{ckpt_dir.name[:20]}", "train", args, gpus=gpus)
+
+
+@task(name="current-champion", **TRANSIENT)
+def current_champion(launcher: Launcher, cfg_path: Path) -> dict[str, Any]:
+    return run_component(launcher, "register-champion", "register", ["champion", "--config", str(cfg_path)])
+
+
+@task(name="evaluate", **TRANSIENT)
+def evaluate(launcher: Launcher, cfg_path: Path, dataset_dir: str, out_dir: Path, models: dict[str, str],
+             run_id: str | None, tracking_uri: str) -> dict[str, Any]:
+    args = ["--config", str(cfg_path), "--dataset-dir", dataset_dir, "--out", str(out_dir), "--tracking-uri", tracking_uri]
+    for label, ref in models.items():
+        args += ["--model", f"{label}={ref}"]
+    if run_id:
+        args += ["--run-id", run_id]
+    return run_component(launcher, "evaluate", "evaluate", args)
+
+
+@task(name="register", **TRANSIENT)
+def register(launcher: Launcher, cfg_path: Path, run_id: str, model_file: str, data_version: str, config_hash: str,
+             git_sha: str) -> dict[str, Any]:
+    """Idempotent: the register component returns the existing version of a train run."""
+    return run_component(launcher, "register-log", "register",
+                         ["log", "--config", str(cfg_path), "--run-id", run_id, "--model-file", model_file,
+                          "--data-version", data_version, "--config-hash", config_hash, "--git-sha", git_sha])
+
+
+@task(name="gate", **TRANSIENT)
+def gate(launcher: Launcher, cfg_path: Path, out_dir: Path, version: int, challenger: dict[str, float],
+         champion: dict[str, float] | None, champion_version: int | None) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chal_file = out_dir / "challenger_metrics.json"
+    chal_file.write_text(json.dumps(challenger))
+    args = ["gate", "--config", str(cfg_path), "--version", str(version), "--challenger-metrics", str(chal_file)]
+    if champion is not None:
+        champ_file = out_dir / "champion_metrics.json"
+        champ_file.write_text(json.dumps(champion))
+        args += ["--champion-metrics", str(champ_file), "--champion-version", str(champion_version)]
+    return run_component(launcher, "register-gate", "register", args)
