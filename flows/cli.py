@@ -16,6 +16,9 @@ EPILOG = """examples:
   litops promote --version 3          move the champion alias by hand
   litops rollback                     give the alias back to the previous champion
   litops deploy                       serve the scheduled retrain deployment
+  litops k8s render-job train.nodes=2 train.gpus_per_node=8
+                                      print the Job (+ Service) a Kubernetes run would submit
+  litops infra render --overlay gpu   print the platform manifests (infra/, kustomize layout)
 """
 
 
@@ -39,12 +42,22 @@ def _parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="serve the retrain flow on a cron schedule")
     deploy.add_argument("--apply-only", action="store_true", help="register the deployment and exit (no runner)")
     deploy.add_argument("overrides", **over)
+    k8s = sub.add_parser("k8s", help="Kubernetes commands").add_subparsers(dest="k8s_command", required=True, metavar="SUB")
+    k8s.add_parser("render-job", help="print the YAML of the train Job (and Service) a run would submit, "
+                                      "without a cluster").add_argument("overrides", **over)
+    infra = sub.add_parser("infra", help="infrastructure commands").add_subparsers(dest="infra_command", required=True,
+                                                                                  metavar="SUB")
+    render = infra.add_parser("render", help="print the manifests of infra/ (base or an overlay)")
+    render.add_argument("--overlay", default="base", help="base | dev | gpu (default: base)")
     return p
 
 
 def _prepare_env(home: str) -> None:
     """Prefect's own state goes under the litops home too, unless the user set PREFECT_HOME."""
     os.environ.setdefault("PREFECT_HOME", str(Path(home) / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # slow 2-core boxes
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -100,6 +113,28 @@ def _deploy(overrides: list[str], apply_only: bool) -> int:
     return 0
 
 
+def _render_job(overrides: list[str]) -> int:
+    import yaml
+
+    from litops.flows.config import load_config
+    from litops.flows.k8s_render import example_train_spec, render
+
+    cfg = load_config(["backend=kubernetes", *overrides])  # later overrides win, e.g. backend=... again
+    print(yaml.safe_dump_all(render(example_train_spec(cfg), cfg, name="litops-train-example"), sort_keys=False), end="")
+    return 0
+
+
+def _render_infra(overlay: str) -> int:
+    from litops.core.config import ConfigError
+    from litops.flows.infra import InfraError, render, to_yaml
+
+    try:
+        print(to_yaml(render(overlay)), end="")
+    except InfraError as e:
+        raise ConfigError(str(e)) from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     from litops.core.component_cli import EXIT_CONFIG_ERROR
     from litops.core.config import ConfigError
@@ -116,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
             code = _component("register", ["promote", "--version", str(args.version)], args.overrides)
         elif args.command in ("rollback", "models"):
             code = _component("register", [args.command], args.overrides)
+        elif args.command == "k8s":
+            code = _render_job(args.overrides)
+        elif args.command == "infra":
+            code = _render_infra(args.overlay)
         else:
             code = _deploy(args.overrides, args.apply_only)
     except ConfigError as e:
@@ -128,8 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         from litops.flows.launcher import ComponentFailed
         from litops.flows.retrain import RunInProgress
 
-        if not isinstance(e, (ComponentFailed, RunInProgress)):
+        if os.environ.get("LITOPS_DEBUG") or not isinstance(e, Exception):
             raise
-        print(f"litops: {e}", file=sys.stderr)
+        if isinstance(e, (ComponentFailed, RunInProgress)):
+            print(f"litops: {e}", file=sys.stderr)
+        else:
+            print(f"litops: {type(e).__name__}: {e} (set LITOPS_DEBUG=1 for the traceback)", file=sys.stderr)
         raise SystemExit(getattr(e, "exit_code", 1) or 1) from None
     raise SystemExit(code)

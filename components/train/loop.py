@@ -19,6 +19,7 @@ from litops.core.losses import contrastive_loss
 from litops.core.model import LiTModel
 from litops.core.shards import read_split
 from litops.train.logger import MetricLogger
+from litops.train import distributed  # litops-k8s: DDP under torchrun (no-op in one process)
 
 LOG_EVERY = 10
 MODEL_FILE = "model.pt"
@@ -74,22 +75,31 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor
     return torch.tensor(out)
 
 
-def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLogger) -> TrainResult:
+def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLogger, mirror=None) -> TrainResult:
+    """`mirror`: a litops.train.remote_checkpoints.S3CheckpointMirror (resume from / upload to S3), or None."""
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    device = pick_device(tc.device)
+    ddp = distributed.from_env(tc.device)  # litops-k8s: rank/world from torchrun; world 1 otherwise
+    device = ddp.device if ddp.active else pick_device(tc.device)
     torch.manual_seed(tc.seed)
 
     data = read_split(dataset_dir, "train", cfg.data.image_size)
     bs = min(tc.batch_size, len(data))
+    ddp.local_batch(bs)  # litops-k8s: the global batch must split evenly over the ranks
     model = LiTModel(cfg.model, cfg.data.image_size).to(device)
+    forward = ddp.wrap(model)  # litops-k8s: DDP wrapper (the model itself in one process)
     tokens = model.text_tower.tokenize(data.captions)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc.warmup_steps, tc.steps))
 
     start, resumed_from = 0, None
-    if (last := latest_checkpoint(ckpt_dir)) is not None:
+    if mirror is not None:  # litops-k8s: the newest checkpoint on the object store (a replacement pod)
+        mirror.pull(ckpt_dir)
+    last = latest_checkpoint(ckpt_dir) if ddp.is_main else None
+    agreed = ddp.agree_step(distributed.checkpoint_step(last))  # litops-k8s: every rank resumes rank 0's step
+    last = step_path(ckpt_dir, agreed) if agreed is not None else None
+    if last is not None:
         state = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -108,13 +118,16 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", unit="step", file=sys.stderr,
                mininterval=1.0 if sys.stderr.isatty() else 5.0, dynamic_ncols=True)
     for step in bar:
-        idx = batch_indices(step, bs, len(data), tc.seed)
+        idx = ddp.shard(batch_indices(step, bs, len(data), tc.seed))  # litops-k8s: this rank's slice
         pixels = model.image_tower.preprocess(data.images[idx].to(device))
         batch_tokens = {k: v[idx] for k, v in tokens.items()}
         width = int(batch_tokens["attention_mask"].sum(1).max().clamp_min(1))
         batch_tokens = {k: v[:, :width].to(device) for k, v in batch_tokens.items()}
-        img, txt = model(pixels, batch_tokens)
-        loss = contrastive_loss(cfg.loss.name, img, txt, model.logit_scale.exp(), model.logit_bias, impl=cfg.loss.impl)
+        img, txt = forward(pixels, batch_tokens)
+        if ddp.active:  # litops-k8s: exact global loss over all ranks
+            loss = ddp.loss(cfg.loss.name, img, txt, model.logit_scale.exp(), model.logit_bias)
+        else:
+            loss = contrastive_loss(cfg.loss.name, img, txt, model.logit_scale.exp(), model.logit_bias, impl=cfg.loss.impl)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
@@ -125,17 +138,23 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
         loss_value, seen = loss.item(), seen + bs
         bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
         done = step + 1
-        if done % LOG_EVERY == 0 or done == tc.steps:
+        if ddp.is_main and (done % LOG_EVERY == 0 or done == tc.steps):  # litops-k8s: rank 0 logs
             metrics = {"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
-                       "train/logit_scale": float(model.logit_scale.exp()), "train/logit_bias": float(model.logit_bias),
+                       "train/logit_scale": model.logit_scale.detach().exp().item(),
+                       "train/logit_bias": model.logit_bias.detach().item(),
                        "train/samples_per_s": seen / (time.perf_counter() - t0)}
             if grad_norm is not None:
                 metrics["train/grad_norm"] = float(grad_norm)
             logger.log_metrics(metrics, step=done)
-        if done % tc.checkpoint_every == 0 or done == tc.steps:
+        if ddp.is_main and (done % tc.checkpoint_every == 0 or done == tc.steps):  # litops-k8s: rank 0 writes
             atomic_save(state_at(done), step_path(ckpt_dir, done))
             prune_checkpoints(ckpt_dir)
+            if mirror is not None:
+                mirror.push(step_path(ckpt_dir, done))
     bar.close()
+    ddp.report_weights(model)  # litops-k8s: every rank prints its weights' digest (they must agree)
+    if not ddp.is_main:  # litops-k8s: rank 0 alone exports and reports the result
+        return TrainResult(str(ckpt_dir / MODEL_FILE), tc.steps, resumed_from, loss_value, 0.0)
 
     final = latest_checkpoint(ckpt_dir)
     if final is None:  # steps == 0: still export the initial weights
@@ -143,5 +162,7 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
         final = step_path(ckpt_dir, start)
     state = torch.load(final, map_location="cpu", weights_only=False)
     export_model(state, ckpt_dir / MODEL_FILE)
+    if mirror is not None:  # litops-k8s
+        mirror.push(ckpt_dir / MODEL_FILE, keep=None)
     elapsed = time.perf_counter() - t0
     return TrainResult(str(ckpt_dir / MODEL_FILE), state["step"], resumed_from, loss_value, seen / elapsed if seen else 0.0)

@@ -1,0 +1,91 @@
+"""One call per CLI subcommand: what the flows (and `litops data ...`) run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litops.core.component_cli import UserError
+from litops.core.config import LitopsConfig
+from litops.core.workspace import Workspace, resolve_home
+
+from .metadata import read_dataset_json
+from .versioning import DataRepo
+
+
+def workspace_of(cfg: LitopsConfig, ws: Workspace | None = None) -> Workspace:
+    return ws or Workspace(resolve_home(cfg.home))
+
+
+def _version(cfg: LitopsConfig, ws: Workspace, extra: dict[str, Any], t0: float) -> dict[str, Any]:
+    v = DataRepo(ws).version(cfg.data.name)
+    meta = read_dataset_json(ws.dataset_dir(cfg.data.name)) or {}
+    out = dict(extra)
+    out.update(v)
+    out["splits"] = meta.get("splits", {})
+    out["source"] = meta.get("source")
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def synth_and_version(cfg: LitopsConfig, ws: Workspace | None = None, force: bool = False) -> dict[str, Any]:
+    """`data synth`: generate the embedded benchmark (skipped if current), then version it.
+
+    Keys: name, data_version, dataset_dir, committed, git_sha, pushed, generated, splits,
+    source, synth_seconds, seconds.
+    """
+    from .synth import synthesize
+
+    t0 = time.perf_counter()
+    ws = workspace_of(cfg, ws)
+    s = synthesize(cfg, ws, force=force)
+    return _version(cfg, ws, {"generated": s["generated"], "synth_seconds": s["seconds"]}, t0)
+
+
+def add_and_version(path: str, cfg: LitopsConfig, ws: Workspace | None = None) -> dict[str, Any]:
+    """`data add PATH`: ingest user samples, then version. Raises UserError if rejected.
+
+    Keys: those of `synth_and_version` (less generated/synth_seconds) plus ingest_id,
+    total, good, bad, bad_fraction, by_reason, added, reencoded, quarantine, report.
+    """
+    from .ingestion import ingest
+
+    t0 = time.perf_counter()
+    ws = workspace_of(cfg, ws)
+    r = ingest(path, cfg, ws)
+    r.pop("splits", None)
+    return _version(cfg, ws, r, t0)
+
+
+def prepare(cfg: LitopsConfig, ws: Workspace | None = None) -> dict[str, Any]:
+    """`data version`: for a synth source, (re)generate if missing or stale; then version.
+
+    For a path source the dataset must exist (built by `data add`). Keys as
+    `synth_and_version` (generated is False for a path source).
+    """
+    t0 = time.perf_counter()
+    ws = workspace_of(cfg, ws)
+    extra: dict[str, Any] = {"generated": False}
+    if cfg.data.source == "synth":
+        from .synth import synthesize
+
+        s = synthesize(cfg, ws)
+        extra = {"generated": s["generated"], "synth_seconds": s["seconds"]}
+    elif cfg.data.source != "path":
+        from litops.core.config import ConfigError
+
+        raise ConfigError(f"data.source must be 'synth' or 'path', got {cfg.data.source!r}")
+    elif read_dataset_json(ws.dataset_dir(cfg.data.name)) is None:
+        raise UserError(f"dataset '{cfg.data.name}' does not exist yet: add data with `litops data add PATH`")
+    return _version(cfg, ws, extra, t0)
+
+
+def pull(cfg: LitopsConfig, ws: Workspace | None = None, data_version: str | None = None) -> dict[str, Any]:
+    """`data pull`: restore the dataset (optionally a given version) from the DVC remote.
+
+    Keys: name, data_version, dataset_dir, fetched, git_sha, splits, seconds.
+    """
+    ws = workspace_of(cfg, ws)
+    r = DataRepo(ws).pull(cfg.data.name, data_version=data_version)
+    r["splits"] = (read_dataset_json(ws.dataset_dir(cfg.data.name)) or {}).get("splits", {})
+    return r

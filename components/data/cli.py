@@ -1,0 +1,72 @@
+"""`python -m litops.data {synth,add,version,pull}`; ends with a LITOPS_RESULT line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from litops.core.component_cli import emit_result
+from litops.core.config import LitopsConfig, load_json
+
+
+def _load_cfg(path: str | None) -> LitopsConfig:
+    if not path:
+        return LitopsConfig()
+    try:
+        return load_json(path)
+    except FileNotFoundError:
+        from litops.core.config import ConfigError
+
+        raise ConfigError(f"config file not found: {path}") from None
+    except ValueError as e:
+        from litops.core.config import ConfigError
+
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="litops data", description="Build, ingest and version litops datasets.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", help="resolved LitopsConfig as JSON (default: built-in defaults)")
+        return sp
+
+    s = with_config(sub.add_parser("synth", help="generate the embedded benchmark (if needed) and version it"))
+    s.add_argument("--force", action="store_true", help="regenerate even if the dataset is current")
+    a = with_config(sub.add_parser("add", help="validate and add user shards or image+caption pairs, then version"))
+    a.add_argument("path", help="a .tar shard, a folder of shards, or a folder of image + .txt pairs")
+    with_config(sub.add_parser("version", help="synth if needed (synth source), then version the dataset"))
+    pl = with_config(sub.add_parser("pull", help="restore the dataset from the DVC remote"))
+    pl.add_argument("--data-version", default=None, help="a '<md5>.dir' data version to restore")
+    return p
+
+
+def _summary(r: dict) -> str:
+    splits = ", ".join(f"{k}={v}" for k, v in r.get("splits", {}).items())
+    state = "new commit" if r.get("committed") else "unchanged"
+    return f"dataset {r['name']} ({splits}) at {r['dataset_dir']}: data version {r['data_version']} ({state})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = _load_cfg(args.config)
+    from . import api
+
+    if args.command == "synth":
+        r = api.synth_and_version(cfg, force=args.force)
+    elif args.command == "add":
+        r = api.add_and_version(args.path, cfg)
+    elif args.command == "version":
+        r = api.prepare(cfg)
+    else:
+        r = api.pull(cfg, data_version=args.data_version)
+    r["command"] = args.command
+    if "committed" in r:
+        print(_summary(r), file=sys.stderr)
+    else:
+        print(f"restored {r['name']} {r['data_version']} into {r['dataset_dir']}", file=sys.stderr)
+    emit_result(r)
+    return 0

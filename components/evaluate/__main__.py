@@ -1,0 +1,4 @@
+from litops.core.component_cli import run_main
+from litops.evaluate.cli import main
+
+run_main(main, "evaluate")

@@ -1,0 +1,259 @@
+"""Evaluate image-text models on a dataset's held-out splits.
+
+Metrics per split (the `val` split unsuffixed, the `test` split with suffix `_heldout`):
+
+- Zero-shot classification of single-object images, per attribute task (colour, shape):
+  class names x `cfg.eval.prompt_templates` are embedded, averaged per class and
+  re-normalised into a classifier. `zeroshot_<attr>_top1`, `zeroshot_<attr>_top5` (k clipped
+  to the class count) and their means over tasks, `zeroshot_top1` / `zeroshot_top5`. Only
+  images with exactly one object take part: an attribute of a two-object image is ambiguous.
+- Retrieval R@K (`cfg.eval.recall_ks`) both ways over all samples of the split:
+  `retrieval_i2t_r<K>`, `retrieval_t2i_r<K>`, `retrieval_mean_r1`. Captions repeat word for
+  word in the benchmark, so a retrieved item counts as a hit when its caption text equals the
+  query's ground-truth caption (see `metrics.retrieval_ranks`).
+- Compositional probe: each image scores its true caption against an attribute-swapped one
+  (two objects: their colour words swapped; one object: the colour or shape word replaced,
+  alternating). `compositional_acc` over all pairs, `compositional_acc_binding` over the
+  two-object swaps only.
+
+Work is shared across models: splits and swapped captions are built once (`prepare_eval`);
+per model every image is embedded once and every distinct text once (`score_model`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from litops.core.shards import Split, read_split, shard_urls
+
+from . import metrics as M
+
+SPLITS = (("val", ""), ("test", "_heldout"))  # split folder, metric-name suffix
+ZEROSHOT_ATTRIBUTES = ("colour", "shape")
+DATASET_JSON = "dataset.json"
+
+
+class Embedder(Protocol):
+    def embed_images(self, images_uint8: torch.Tensor, batch_size: int = ...) -> torch.Tensor: ...
+
+    def embed_texts(self, texts: list[str], batch_size: int = ...) -> torch.Tensor: ...
+
+
+@dataclass
+class ZeroShotTask:
+    attribute: str
+    classes: list[str]
+    sample_idx: torch.Tensor  # rows of the split
+    labels: torch.Tensor  # class index per row
+
+
+@dataclass
+class PreparedSplit:
+    name: str  # split folder: val | test
+    suffix: str  # metric-name suffix: "" | "_heldout"
+    split: Split
+    captions: list[str]  # distinct captions
+    caption_ids: torch.Tensor  # [N] -> captions
+    zeroshot: list[ZeroShotTask] = field(default_factory=list)
+    swap_idx: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    swap_texts: list[str] = field(default_factory=list)
+    swap_binding: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+    notes: list[str] = field(default_factory=list)  # what was skipped and why
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "samples": len(self.split),
+            "distinct_captions": len(self.captions),
+            "zeroshot": {t.attribute: len(t.labels) for t in self.zeroshot},
+            "compositional_pairs": len(self.swap_texts),
+            "binding_pairs": int(self.swap_binding.sum()),
+        }
+
+
+@dataclass
+class EvalSet:
+    splits: list[PreparedSplit]
+    attributes: dict[str, list[str]]
+    templates: list[str]
+    ks: list[int]
+    batch_size: int
+    notes: list[str] = field(default_factory=list)
+
+    def texts(self) -> list[str]:
+        """Every distinct text any metric needs: captions, swapped captions, prompts."""
+        seen: dict[str, None] = {}
+        for p in self.splits:
+            seen.update(dict.fromkeys(p.captions))
+            seen.update(dict.fromkeys(p.swap_texts))
+            for t in p.zeroshot:
+                seen.update(dict.fromkeys(M.prompts_for(t.classes, self.templates)))
+        return list(seen)
+
+
+@dataclass
+class ModelReport:
+    metrics: dict[str, float]
+    confusion: dict[str, dict[str, Any]]  # suffix -> attribute -> {"classes", "matrix"}
+    recalls: dict[str, dict[str, dict[int, float]]]  # suffix -> {"i2t": {k: r}, "t2i": {k: r}}
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def read_attributes(dataset_dir: str | Path) -> tuple[dict[str, list[str]], list[str]]:
+    """The attribute vocabulary from dataset.json (empty when absent), and notes."""
+    p = Path(dataset_dir) / DATASET_JSON
+    if not p.is_file():
+        return {}, [f"no {DATASET_JSON} in {dataset_dir}: zero-shot and single-object swaps skipped"]
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {}, [f"unreadable {p} ({e}): zero-shot and single-object swaps skipped"]
+    attrs = data.get("attributes") if isinstance(data, dict) else None
+    if not isinstance(attrs, dict):
+        return {}, [f"{p} has no 'attributes': zero-shot and single-object swaps skipped"]
+    clean = {str(k): [str(v) for v in vs] for k, vs in attrs.items() if isinstance(vs, list) and vs}
+    return clean, []
+
+
+def _objects(meta: Any) -> list[dict] | None:
+    objs = meta.get("objects") if isinstance(meta, dict) else None
+    return objs if isinstance(objs, list) and all(isinstance(o, dict) for o in objs) else None
+
+
+def prepare_split(split: Split, name: str, suffix: str, attributes: dict[str, list[str]],
+                  zeroshot_attributes: Sequence[str] = ZEROSHOT_ATTRIBUTES) -> PreparedSplit:
+    captions, caption_ids = M.caption_index(split.captions)
+    prep = PreparedSplit(name, suffix, split, captions, caption_ids)
+    metas = split.metas if len(split.metas) == len(split) else [{}] * len(split)
+    objects = [_objects(m) for m in metas]
+    if not any(o is not None for o in objects):
+        prep.notes.append(f"{name}: no sample has object metadata (key.json 'objects'): zero-shot and compositional probe skipped")
+        return prep
+
+    for attr in zeroshot_attributes:
+        classes = attributes.get(attr)
+        if not classes or len(classes) < 2:
+            prep.notes.append(f"{name}: zero-shot '{attr}' skipped: dataset.json lists no '{attr}' values")
+            continue
+        pos = {c: i for i, c in enumerate(classes)}
+        idx, labels = [], []
+        for i, objs in enumerate(objects):
+            if objs is not None and len(objs) == 1 and objs[0].get(attr) in pos:
+                idx.append(i)
+                labels.append(pos[objs[0][attr]])
+        if not idx:
+            prep.notes.append(f"{name}: zero-shot '{attr}' skipped: no single-object sample has a known '{attr}'")
+            continue
+        prep.zeroshot.append(ZeroShotTask(attr, list(classes), torch.tensor(idx), torch.tensor(labels)))
+
+    idx, texts, binding = [], [], []
+    for i, (caption, meta) in enumerate(zip(split.captions, metas)):
+        swap = M.swap_caption(caption, meta, attributes, i)
+        if swap is not None:
+            idx.append(i)
+            texts.append(swap[1])
+            binding.append(swap[0] == "binding")
+    if idx:
+        prep.swap_idx, prep.swap_texts = torch.tensor(idx), texts
+        prep.swap_binding = torch.tensor(binding, dtype=torch.bool)
+    else:
+        prep.notes.append(f"{name}: compositional probe skipped: no caption could be attribute-swapped")
+    return prep
+
+
+def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[str], ks: Sequence[int],
+                 batch_size: int = 256, splits: Sequence[tuple[str, str]] = SPLITS) -> EvalSet:
+    """Read the splits that exist and build everything the metrics need that no model changes."""
+    M.check_templates(templates)
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        from litops.core.config import ConfigError
+
+        raise ConfigError(f"eval.recall_ks must be positive integers, got {list(ks)}")
+    attributes, notes = read_attributes(dataset_dir)
+    prepared = []
+    for name, suffix in splits:
+        if not shard_urls(Path(dataset_dir), name):
+            notes.append(f"split '{name}' skipped: no shards in {Path(dataset_dir) / name}")
+            continue
+        try:
+            split = read_split(dataset_dir, name, image_size)
+        except ValueError as e:  # every member unreadable: np.stack of nothing
+            notes.append(f"split '{name}' skipped: no readable samples ({e})")
+            continue
+        prep = prepare_split(split, name, suffix, attributes)
+        notes += prep.notes
+        prepared.append(prep)
+    return EvalSet(prepared, attributes, list(templates), ks, batch_size, notes)
+
+
+def prepare_from_config(dataset_dir: str | Path, cfg) -> EvalSet:
+    return prepare_eval(dataset_dir, cfg.data.image_size, cfg.eval.prompt_templates, cfg.eval.recall_ks,
+                        cfg.eval.batch_size)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _embed_texts(model: Embedder, texts: list[str], batch_size: int) -> torch.Tensor:
+    return model.embed_texts(texts, batch_size=batch_size).detach().float().cpu()
+
+
+def _embed_images(model: Embedder, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return model.embed_images(images, batch_size=batch_size).detach().float().cpu()
+
+
+@torch.no_grad()
+def score_model(model: Embedder, evalset: EvalSet) -> ModelReport:
+    """All metrics of one model on a prepared EvalSet."""
+    texts = evalset.texts()
+    row = {t: i for i, t in enumerate(texts)}
+    text_emb = _embed_texts(model, texts, evalset.batch_size) if texts else torch.empty(0, 0)
+
+    def rows(ts: Sequence[str]) -> torch.Tensor:
+        return text_emb[torch.tensor([row[t] for t in ts], dtype=torch.long)]
+
+    out: dict[str, float] = {}
+    confusion: dict[str, dict[str, Any]] = {}
+    recalls: dict[str, dict[str, dict[int, float]]] = {}
+    for p in evalset.splits:
+        img = _embed_images(model, p.split.images, evalset.batch_size)
+        sfx = p.suffix
+
+        r = M.retrieval_metrics(img, rows(p.captions), p.caption_ids, evalset.ks)
+        out.update({k + sfx: v for k, v in r.items()})
+        recalls[sfx] = {d: {k: r[f"retrieval_{d}_r{k}"] for k in evalset.ks} for d in ("i2t", "t2i")}
+
+        top1s, top5s = [], []
+        confusion[sfx] = {}
+        for task in p.zeroshot:
+            clf = M.zeroshot_classifier(rows(M.prompts_for(task.classes, evalset.templates)), len(task.classes))
+            top1, top5, conf = M.zeroshot_eval(img[task.sample_idx], clf, task.labels, topk=5)
+            out[f"zeroshot_{task.attribute}_top1{sfx}"] = top1
+            out[f"zeroshot_{task.attribute}_top5{sfx}"] = top5
+            top1s.append(top1)
+            top5s.append(top5)
+            confusion[sfx][task.attribute] = {"classes": task.classes, "matrix": conf.tolist()}
+        if top1s:
+            out[f"zeroshot_top1{sfx}"] = sum(top1s) / len(top1s)
+            out[f"zeroshot_top5{sfx}"] = sum(top5s) / len(top5s)
+
+        if p.swap_texts:
+            im = img[p.swap_idx]
+            correct = M.compositional_accuracy(im, text_emb[[row[p.split.captions[i]] for i in p.swap_idx.tolist()]],
+                                               rows(p.swap_texts))
+            out[f"compositional_acc{sfx}"] = float(correct.mean())
+            if p.swap_binding.any():
+                out[f"compositional_acc_binding{sfx}"] = float(correct[p.swap_binding].mean())
+    return ModelReport(out, confusion, recalls)
+
+
+def evaluate_model(model: Embedder, dataset_dir: str | Path, cfg) -> dict[str, float]:
+    """Every metric of one model (anything with embed_images/embed_texts) on a dataset folder."""
+    return score_model(model, prepare_from_config(dataset_dir, cfg)).metrics

@@ -1,0 +1,397 @@
+"""Model registry operations: register, look up, gate, promote, roll back, list.
+
+Everything takes an `MlflowClient` so the flow, the CLI and the top-level `litops` commands
+can call these in-process. The alias `champion` marks the serving model; a registered-model
+tag `champion_history` (JSON list of versions, oldest first, current champion last) makes
+rollback possible.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from litops.core.config import RegistryConfig
+from litops.register.gate import Decision, decide, key_metrics, render_markdown
+
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"
+HISTORY_MAX = 100
+REQUIRED_TAGS = ("data_version", "git_sha", "config_hash")
+METRIC_TAG_PREFIX = "metric."
+
+
+class RegistryError(ValueError):
+    """A registry request cannot be satisfied (unknown version, nothing to roll back, ...)."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _quote(value: str, what: str) -> str:
+    value = str(value)
+    if "'" in value:
+        raise RegistryError(f"{what} must not contain a single quote: {value!r}")
+    return f"'{value}'"
+
+
+def _not_found(e: MlflowException) -> bool:
+    return e.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
+
+
+def get_version(client: MlflowClient, model_name: str, version: int | str) -> ModelVersion:
+    try:
+        return client.get_model_version(model_name, str(version))
+    except MlflowException as e:
+        if _not_found(e):
+            raise RegistryError(f"model '{model_name}' has no version {version}") from None
+        raise
+
+
+def model_exists(client: MlflowClient, model_name: str) -> bool:
+    try:
+        client.get_registered_model(model_name)
+        return True
+    except MlflowException as e:
+        if _not_found(e):
+            return False
+        raise
+
+
+def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
+    if model_exists(client, model_name):
+        return
+    try:
+        client.create_registered_model(
+            model_name, description="LiT image-text embedder trained and promoted by litops")
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def _search(client: MlflowClient, filter_string: str) -> list[ModelVersion]:
+    out, token = [], None
+    while True:
+        page = client.search_model_versions(filter_string, max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def champion_version(client: MlflowClient, model_name: str) -> ModelVersion | None:
+    """The version the `champion` alias points at, or None (also when the model does not exist)."""
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as e:
+        if _not_found(e):
+            return None
+        raise
+
+
+def version_metrics(mv: ModelVersion) -> dict[str, float]:
+    """The metrics recorded on a version as `metric.<name>` tags."""
+    out = {}
+    for k, v in (mv.tags or {}).items():
+        if k.startswith(METRIC_TAG_PREFIX):
+            try:
+                out[k[len(METRIC_TAG_PREFIX):]] = float(v)
+            except ValueError:
+                pass
+    return out
+
+
+def _history(client: MlflowClient, model_name: str) -> list[int]:
+    raw = client.get_registered_model(model_name).tags.get(HISTORY_TAG, "[]")
+    try:
+        return [int(v) for v in json.loads(raw)]
+    except (ValueError, TypeError):
+        return []
+
+
+def _save_history(client: MlflowClient, model_name: str, history: list[int]) -> None:
+    client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history[-HISTORY_MAX:]))
+
+
+def _set_champion(client: MlflowClient, model_name: str, version: int) -> None:
+    """Move the alias and push the version onto the history."""
+    history = _history(client, model_name)
+    current = champion_version(client, model_name)
+    if current is not None and (not history or history[-1] != int(current.version)):
+        history.append(int(current.version))  # alias set outside litops: remember it anyway
+    client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    if not history or history[-1] != int(version):
+        history.append(int(version))
+    _save_history(client, model_name, history)
+    mv = client.get_model_version(model_name, str(version))
+    if "rolled_back" in (mv.tags or {}):
+        client.delete_model_version_tag(model_name, str(version), "rolled_back")
+
+
+def run_info_text(client: MlflowClient, run_id: str | None) -> str:
+    """Where to look at the run: a UI link for an HTTP server, else the run id and `mlflow ui` command."""
+    if not run_id:
+        return ""
+    uri = str(client.tracking_uri)
+    try:
+        exp = client.get_run(run_id).info.experiment_id
+    except MlflowException:
+        exp = None
+    if uri.startswith(("http://", "https://")) and exp is not None:
+        return f"MLflow run: {uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+    where = f"experiment {exp}, " if exp is not None else ""
+    return (f"MLflow run: `{run_id}` ({where}store `{uri}`); browse with "
+            f"`mlflow ui --backend-store-uri {uri}`")
+
+
+# ---------------------------------------------------------------- registration
+
+
+def find_by_run(client: MlflowClient, model_name: str, run_id: str) -> ModelVersion | None:
+    found = _search(client, f"name={_quote(model_name, 'model name')} and "
+                            f"tags.train_run_id={_quote(run_id, 'run id')}")
+    return min(found, key=lambda mv: int(mv.version)) if found else None
+
+
+def find_version(client: MlflowClient, model_name: str, data_version: str, config_hash: str) -> ModelVersion | None:
+    """The newest version trained on this data version with this config hash (None: none yet)."""
+    if not model_exists(client, model_name):
+        return None
+    found = _search(client, f"name={_quote(model_name, 'model name')} and "
+                            f"tags.data_version={_quote(data_version, 'data version')} and "
+                            f"tags.config_hash={_quote(config_hash, 'config hash')}")
+    return max(found, key=lambda mv: int(mv.version)) if found else None
+
+
+def check_model_file(model_file: str) -> None:
+    """Refuse to register a file the pyfunc could not load."""
+    from pathlib import Path
+
+    if not Path(model_file).is_file():
+        raise RegistryError(f"model file not found: {model_file}")
+    from litops.core.checkpoint import load_model
+
+    try:
+        load_model(model_file)
+    except Exception as e:  # a torch pickle error, a missing key, a config error...
+        raise RegistryError(f"model file {model_file} cannot be loaded as a LiT model: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def register_version(client: MlflowClient, model_name: str, run_id: str, model_file: str,
+                     tags: Mapping[str, Any]) -> dict[str, Any]:
+    """Log the pyfunc into run `run_id` and register it as a new version of `model_name`.
+
+    Idempotent per run: a version already tagged `train_run_id=run_id` is returned as is
+    (`created: False`), so a retried task never makes a duplicate.
+    """
+    missing = [k for k in REQUIRED_TAGS if k not in tags]
+    if missing:
+        raise RegistryError(f"register_version: missing tags {missing} (need {list(REQUIRED_TAGS)})")
+    ensure_registered_model(client, model_name)
+    existing = find_by_run(client, model_name, run_id)
+    if existing is not None:
+        return _version_result(model_name, existing, created=False)
+
+    import mlflow
+
+    from litops.register.pyfunc import log_pyfunc
+
+    t_start = time.perf_counter()
+    check_model_file(model_file)
+    run = client.get_run(run_id)  # raises for an unknown run before anything is logged
+    status = run.info.status
+    t0 = time.perf_counter()
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    all_tags = {k: str(v) for k, v in tags.items()}
+    all_tags["train_run_id"] = run_id
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = log_pyfunc(model_file)
+        t_log = time.perf_counter() - t0
+        # The SQL registry resolves a `models:/<model_id>` source through the global tracking URI,
+        # so this must run while it still points at this store.
+        mv = client.create_model_version(model_name, source=f"models:/{info.model_id}", run_id=run_id,
+                                         tags=all_tags, model_id=info.model_id)
+    finally:
+        # start_run resumed the run (RUNNING) and its exit marked it FINISHED (FAILED on an
+        # error): the training run keeps the status it had.
+        client.update_run(run_id, status=status)
+        mlflow.set_tracking_uri(previous_uri)
+    result = _version_result(model_name, mv, created=True)
+    result["log_seconds"] = round(t_log, 3)  # log_model only
+    result["total_seconds"] = round(time.perf_counter() - t_start, 3)  # + model check + registration
+    return result
+
+
+def _version_result(model_name: str, mv: ModelVersion, created: bool) -> dict[str, Any]:
+    model_id = getattr(mv, "model_id", None)  # the SQL store leaves it empty; the source names it
+    if not model_id and str(mv.source).startswith("models:/m-"):
+        model_id = str(mv.source)[len("models:/"):]
+    return {"version": int(mv.version), "created": created, "model_uri": f"models:/{model_name}/{mv.version}",
+            "model_id": model_id, "run_id": mv.run_id}
+
+
+# ---------------------------------------------------------------- gate, promote, rollback
+
+
+def apply_decision(client: MlflowClient, model_name: str, version: int | str, decision: Decision,
+                   challenger_metrics: Mapping[str, Any], cfg: RegistryConfig,
+                   champion_version_number: int | str | None = None, run_id: str | None = None,
+                   champion_source: str = "") -> dict[str, Any]:
+    """Record `decision` on the version (tags), move `champion` when promoting; returns a result + markdown."""
+    mv = get_version(client, model_name, version)
+    v = str(mv.version)
+    report = render_markdown(decision, model_name, v, champion_version_number,
+                             run_info_text(client, run_id or mv.run_id), champion_source)
+    tags = {
+        "gate_decision": decision.label,
+        "gate_reason": decision.reason,
+        "gate_champion_version": "" if champion_version_number is None else str(champion_version_number),
+        "gate_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "gate_report": report,
+    }
+    for name in key_metrics(cfg):
+        if name in challenger_metrics:
+            tags[METRIC_TAG_PREFIX + name] = f"{float(challenger_metrics[name]):.6g}"
+    for k, val in tags.items():
+        client.set_model_version_tag(model_name, v, k, val)
+    if decision.promote:
+        _set_champion(client, model_name, int(v))
+    current = champion_version(client, model_name)
+    return {"promoted": decision.promote, "reason": decision.reason, "markdown": report, "version": int(v),
+            "champion_version": int(current.version) if current is not None else None}
+
+
+def recorded_decision(client: MlflowClient, model_name: str, version: int | str) -> dict[str, Any] | None:
+    """The gate result already recorded on a version (a retried gate step returns it unchanged)."""
+    mv = get_version(client, model_name, version)
+    tags = mv.tags or {}
+    if tags.get("gate_decision") not in ("promoted", "rejected"):
+        return None
+    current = champion_version(client, model_name)
+    return {"promoted": tags["gate_decision"] == "promoted", "reason": tags.get("gate_reason", ""),
+            "markdown": tags.get("gate_report", ""), "version": int(mv.version),
+            "champion_version": int(current.version) if current is not None else None, "already_decided": True}
+
+
+def gate_version(client: MlflowClient, model_name: str, version: int | str, challenger_metrics: Mapping[str, Any],
+                 cfg: RegistryConfig, champion_metrics: Mapping[str, Any] | None = None,
+                 champion_version_number: int | str | None = None, force: bool = False) -> dict[str, Any]:
+    """Decide and apply. The champion defaults to the current alias; its metrics default to its tags."""
+    if not force and (done := recorded_decision(client, model_name, version)) is not None:
+        return done
+    if champion_version_number is None:
+        current = champion_version(client, model_name)
+        champion_version_number = int(current.version) if current is not None else None
+    source = ""
+    if champion_version_number is not None and int(champion_version_number) == int(version):
+        raise RegistryError(f"version {version} of '{model_name}' is already the champion; nothing to gate")
+    if champion_version_number is None:
+        champion_metrics = None
+    elif champion_metrics is None:
+        champion_metrics = version_metrics(get_version(client, model_name, champion_version_number))
+        source = f"recorded on v{champion_version_number} when it was gated (not re-evaluated)"
+    else:
+        source = "re-evaluated on the current test set"
+    decision = decide(challenger_metrics, champion_metrics, cfg)
+    return apply_decision(client, model_name, version, decision, challenger_metrics, cfg,
+                          champion_version_number, champion_source=source)
+
+
+def promote(client: MlflowClient, model_name: str, version: int | str, reason: str = "") -> dict[str, Any]:
+    """Human override: make version N the champion."""
+    mv = get_version(client, model_name, version)
+    before = champion_version(client, model_name)
+    _set_champion(client, model_name, int(mv.version))
+    text = reason or f"manual promotion (champion was {f'v{before.version}' if before else 'none'})"
+    client.set_model_version_tag(model_name, str(mv.version), "gate_decision", "manual")
+    client.set_model_version_tag(model_name, str(mv.version), "gate_reason", text)
+    return {"version": int(mv.version), "previous_champion": int(before.version) if before else None,
+            "model_uri": f"models:/{model_name}@{CHAMPION}"}
+
+
+def rollback(client: MlflowClient, model_name: str) -> dict[str, Any]:
+    """Move `champion` back to the previous champion; tag the demoted version `rolled_back=true`."""
+    if not model_exists(client, model_name):
+        raise RegistryError(f"model '{model_name}' is not registered; nothing to roll back")
+    current = champion_version(client, model_name)
+    if current is None:
+        raise RegistryError(f"model '{model_name}' has no champion; nothing to roll back")
+    cur = int(current.version)
+    history = _history(client, model_name)
+    while history and history[-1] == cur:
+        history.pop()
+    previous = None
+    while history:
+        try:
+            previous = get_version(client, model_name, history[-1])
+            break
+        except RegistryError:  # deleted since: skip it
+            history.pop()
+    if previous is None:
+        raise RegistryError(f"model '{model_name}': no previous champion in the history to roll back to "
+                            f"(champion is v{cur})")
+    client.set_registered_model_alias(model_name, CHAMPION, str(previous.version))
+    client.set_model_version_tag(model_name, str(cur), "rolled_back", "true")
+    _save_history(client, model_name, history)
+    return {"version": int(previous.version), "rolled_back_from": cur,
+            "model_uri": f"models:/{model_name}@{CHAMPION}"}
+
+
+# ---------------------------------------------------------------- listing
+
+
+def list_models(client: MlflowClient, model_name: str, cfg: RegistryConfig | None = None) -> list[dict[str, Any]]:
+    """All versions, newest first, with aliases, key metrics, data version and gate decision."""
+    if not model_exists(client, model_name):
+        return []
+    cfg = cfg or RegistryConfig()
+    aliases: dict[int, list[str]] = {}  # search results carry no aliases in the SQL store
+    for alias, v in (client.get_registered_model(model_name).aliases or {}).items():
+        aliases.setdefault(int(v), []).append(alias)
+    rows = []
+    for mv in sorted(_search(client, f"name={_quote(model_name, 'model name')}"), key=lambda m: -int(m.version)):
+        tags = mv.tags or {}
+        metrics = version_metrics(mv)
+        rows.append({
+            "version": int(mv.version),
+            "aliases": sorted(set(mv.aliases or []) | set(aliases.get(int(mv.version), []))),
+            "metrics": {k: metrics[k] for k in key_metrics(cfg) if k in metrics},
+            "data_version": tags.get("data_version", ""),
+            "config_hash": tags.get("config_hash", ""),
+            "git_sha": tags.get("git_sha", ""),
+            "decision": tags.get("gate_decision", ""),
+            "rolled_back": tags.get("rolled_back") == "true",
+            "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc)
+            .isoformat(timespec="seconds"),
+            "run_id": mv.run_id,
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], cfg: RegistryConfig | None = None) -> str:
+    """A plain-text table for the terminal."""
+    if not rows:
+        return "(no registered versions)"
+    cfg = cfg or RegistryConfig()
+    metric_names = [m for m in key_metrics(cfg) if any(m in r["metrics"] for r in rows)]
+    header = ["version", "aliases", *metric_names, "data_version", "decision", "created"]
+    table = []
+    for r in rows:
+        decision = r["decision"] + (" (rolled back)" if r["rolled_back"] else "")
+        table.append([f"v{r['version']}", ",".join(r["aliases"]) or "-",
+                      *[f"{r['metrics'][m]:.4f}" if m in r["metrics"] else "-" for m in metric_names],
+                      (r["data_version"] or "-")[:12], decision or "-", r["created"].replace("+00:00", "Z")])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*row) for row in table]
+    return "\n".join(lines)

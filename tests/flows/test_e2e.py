@@ -1,0 +1,96 @@
+"""The whole retrain flow on the embedded default, under Prefect's test harness, with a tiny config.
+
+Real parts: a git+DVC data repo with a local remote, MLflow on SQLite, Prefect's temporary server,
+and every step launched as its own OS process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+TINY = ["data.n_train=800", "data.n_val=160", "data.n_test=120", "data.image_size=32", "data.shard_size=400",
+        "train.steps=80", "train.batch_size=64", "train.checkpoint_every=40", "train.warmup_steps=8", "train.lr=3e-3",
+        "model.image_width=16", "model.text_width=64", "model.text_heads=2", "model.embed_dim=64",
+        "registry.absolute_floor=0.25"]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("litops-home")
+
+
+def run_flow(home, monkeypatch, overrides):
+    from litops.flows.retrain import retrain
+
+    monkeypatch.setenv("LITOPS_HOME", str(home))
+    return retrain(overrides=overrides)
+
+
+@pytest.mark.slow
+def test_retrain_promotes_then_skips_then_rejects_a_worse_challenger(harness, home, monkeypatch, tmp_path):
+    first = run_flow(home, monkeypatch, TINY)
+    assert first["status"] == "promoted", first
+    client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+    champ = client.get_model_version_by_alias("lit-embedded", "champion")
+    assert int(champ.version) == first["version"]
+    for tag in ("data_version", "git_sha", "config_hash", "train_run_id"):
+        assert champ.tags.get(tag), f"tag {tag} missing: {champ.tags}"
+    assert champ.tags["data_version"] == first["data_version"] and champ.tags["data_version"].endswith(".dir")
+
+    # A fresh process loads the champion through MLflow and gets unit-norm embeddings that match.
+    probe = textwrap.dedent(f"""
+        import io, json, sys
+        import mlflow, numpy as np, pandas as pd
+        from litops.core.shards import read_split
+        from PIL import Image
+        mlflow.set_tracking_uri("sqlite:///{home}/mlflow.db")
+        model = mlflow.pyfunc.load_model("models:/lit-embedded@champion")
+        split = read_split("{first_dataset(home)}", "val", 32, limit=64)
+        images = []
+        for img in split.images:
+            buf = io.BytesIO(); Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG"); images.append(buf.getvalue())
+        out = model.predict(pd.DataFrame({{"image": images, "text": split.captions}}))
+        I, T = np.array(out["image_embedding"].tolist()), np.array(out["text_embedding"].tolist())
+        names = sorted(set(split.captions))
+        Tn = np.array(model.predict(pd.DataFrame({{"text": names}}))["text_embedding"].tolist())
+        pred = (I @ Tn.T).argmax(1)
+        acc = float(np.mean([names[p] == c for p, c in zip(pred, split.captions)]))
+        print(json.dumps({{"img_norm": np.linalg.norm(I, axis=1).tolist(), "txt_norm": np.linalg.norm(T, axis=1).tolist(),
+                          "acc": acc, "chance": 1 / len(names)}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    probe_result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(abs(n - 1) < 1e-4 for n in probe_result["img_norm"] + probe_result["txt_norm"])
+    assert probe_result["acc"] > 2 * probe_result["chance"], probe_result
+
+    # Unchanged data and config: nothing to train.
+    second = run_flow(home, monkeypatch, TINY)
+    assert second["status"] == "up_to_date" and second["version"] == first["version"]
+    assert "train" not in second["timings"]
+
+    # A deliberately worse challenger is registered but not promoted; the champion stays.
+    worse = run_flow(home, monkeypatch, [o for o in TINY if not o.startswith("train.steps")] + ["train.steps=1"])
+    assert worse["status"] == "rejected", worse
+    assert worse["version"] != first["version"]
+    assert int(client.get_model_version_by_alias("lit-embedded", "champion").version) == first["version"]
+    rejected = client.get_model_version("lit-embedded", str(worse["version"]))
+    assert rejected.tags["gate_decision"] == "rejected" and rejected.tags["gate_reason"]
+
+
+def first_dataset(home) -> str:
+    return str(home / "data" / "datasets" / "embedded")
