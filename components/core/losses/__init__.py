@@ -37,7 +37,7 @@ def sigmoid_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias
     loss = −Σ log σ(z∘logits) / N (open_clip's convention). Differentiable in all four inputs.
     `block` is the row-strip height for impl="chunked" (None: tuned default)."""
     check_inputs(img, txt, scale, bias)
-    impl = resolve_impl(impl, img.device)
+    impl = resolve_impl(impl, img.device, img.dtype)
     if impl == "reference":
         return sigmoid_loss_reference(img, txt, scale.reshape(()), bias.reshape(()))
     if impl == "chunked":
@@ -51,7 +51,7 @@ def softmax_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, *, i
     """CLIP loss: logits = scale·img@txtᵀ, loss = ½ (CE over rows + CE over columns), each CE
     averaged over N (open_clip's ClipLoss). Differentiable in img, txt and scale."""
     check_inputs(img, txt, scale)
-    impl = resolve_impl(impl, img.device)
+    impl = resolve_impl(impl, img.device, img.dtype)
     if impl == "reference":
         return softmax_loss_reference(img, txt, scale.reshape(()))
     if impl == "chunked":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 import torch
@@ -43,12 +45,14 @@ def interpret_mode() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """Map `auto` to a concrete implementation; validate explicit ones."""
+def resolve_impl(impl: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """Map `auto` to a concrete implementation (triton on CUDA for fp16/bf16/fp32, chunked
+    elsewhere); validate explicit ones."""
     if impl not in IMPLS:
         raise ValueError(f"unknown loss impl {impl!r}; expected one of {IMPLS}")
     if impl == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "chunked"
+        use_triton = device.type == "cuda" and dtype != torch.float64 and triton_available()
+        return "triton" if use_triton else "chunked"
     if impl == "triton":
         if not triton_available():
             raise ValueError("impl='triton' needs the `triton` package, which is not importable here")
@@ -76,3 +80,22 @@ def triton_available() -> bool:
 def as_scalar(t: torch.Tensor) -> torch.Tensor:
     """View a 1-element tensor as 0-d."""
     return t.reshape(())
+
+
+def no_autocast(fn):
+    """Run an autograd.Function's forward/backward with autocast off on the tensors' device, so
+    the fp32 accumulation contract holds inside torch.autocast regions (the inputs keep their dtype)."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx, *args):
+        dev = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        ctx_mgr = torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext()
+        with ctx_mgr:
+            return fn(ctx, *args)
+
+    return wrapper
+
+
+def device_guard(t: torch.Tensor):
+    """Make t's CUDA device current (Triton launches on the current device)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()

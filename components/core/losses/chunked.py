@@ -23,10 +23,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Target elements of one fp32 (block × N) strip. Tuned on a 2-core CPU (see
-# tests/benchmarks/losses.py): ~1–4 M elements keeps the strip in the last-level cache
-# region while amortising per-call overheads. GPUs prefer bigger strips.
-_CPU_STRIP_ELEMS = 1 << 20
+from litops.core.losses._checks import no_autocast
+
+# Target elements of one fp32 (block × N) strip (16 MiB on CPU). Tuned on a 2-core CPU (see
+# tests/benchmarks/losses.py): much smaller strips make the skinny GEMMs and the
+# per-strip Gᵀ@img accumulation (N×D read+write per strip) dominate. GPUs prefer bigger strips.
+_CPU_STRIP_ELEMS = 1 << 22
 _GPU_STRIP_ELEMS = 1 << 26
 
 
@@ -64,8 +66,8 @@ def _sigmoid_strip_fwd(a_s: torch.Tensor, b: torch.Tensor, bias: torch.Tensor, d
 
 def _sigmoid_strip_bwd(a: torch.Tensor, a_s: torch.Tensor, b: torch.Tensor, bias: torch.Tensor, diag_offset: int | None,
                        db_acc: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """For G = σ(z∘logits)∘(−z) … i.e. ∂/∂logits of Σ softplus(−z∘logits) on one strip:
-    returns (G@b [rows×D, acc dtype], ΣG); adds Gᵀ@a into db_acc (N_b×D, acc dtype) if given."""
+    """G = ∂/∂logits of Σ softplus(−z∘logits) on one strip (σ(l) off the diagonal, −σ(−l) on it).
+    Returns (G@b [rows×D, acc dtype], ΣG); adds Gᵀ@a into db_acc (N_b×D, acc dtype) if given."""
     acc = _acc_dtype(a_s.dtype)
     p = _strip_logits(a_s, b, bias, acc)
     if diag_offset is not None:
@@ -83,10 +85,11 @@ def _sigmoid_strip_bwd(a: torch.Tensor, a_s: torch.Tensor, b: torch.Tensor, bias
 
 class ChunkedSigmoidLoss(torch.autograd.Function):
     @staticmethod
+    @no_autocast
     def forward(ctx, img, txt, scale, bias, block):
         n = img.shape[0]
         scale0, bias0 = scale.reshape(()), bias.reshape(())
-        img_s = img * scale0.to(img.dtype) if img.dtype != scale0.dtype else img * scale0
+        img_s = img * scale0.to(img.dtype)
         total = torch.zeros((), dtype=torch.float64, device=img.device)
         for i0 in range(0, n, block):
             i1 = min(n, i0 + block)
@@ -96,6 +99,7 @@ class ChunkedSigmoidLoss(torch.autograd.Function):
         return (total / n).to(img.dtype)
 
     @staticmethod
+    @no_autocast
     def backward(ctx, grad_out):
         img, txt, scale, bias = ctx.saved_tensors
         n, block = img.shape[0], ctx.block
@@ -131,10 +135,26 @@ def sigmoid_loss_chunked(img, txt, scale, bias, block: int | None = None) -> tor
 def _softmax_strip_lse(a_s: torch.Tensor, b: torch.Tensor, diag_offset: int | None):
     """(row LSE of the strip [rows], column LSE of the strip [N_b], the positives' logits
     (k, diag_offset + k) or None) in the acc dtype. Taking the positives from the same GEMM
-    output keeps LSE − positive exact (0 at N=1) even for bf16 inputs."""
+    output keeps LSE − positive exact (0 at N=1) even for bf16 inputs.
+
+    One exp pass serves both directions: E = exp(l − m_i) with m_i the row max gives the row
+    sums, and the column sums are wᵀE with w_i = exp(m_i − M), M = max_i m_i (a GEMV). That is
+    exact unless a column's terms all underflow relative to M (|logit| spreads > ~40 nats);
+    such columns are recomputed with a direct logsumexp."""
     logits = _strip_logits(a_s, b, None, _acc_dtype(a_s.dtype))
     diag = logits.diagonal(diag_offset).clone() if diag_offset is not None else None
-    return torch.logsumexp(logits, 1), torch.logsumexp(logits, 0), diag
+    m = logits.amax(1)
+    big_m = m.max()
+    w = torch.exp(m - big_m)
+    e = logits.sub_(m[:, None]).exp_()  # logits are consumed from here on
+    row = m + torch.log(e.sum(1))
+    colsum = w @ e
+    col = big_m + torch.log(colsum)
+    bad = colsum < 1e-20
+    if bool(bad.any()):
+        idx = bad.nonzero().squeeze(1)
+        col[idx] = torch.logsumexp(_strip_logits(a_s, b[idx], None, logits.dtype), 0)
+    return row, col, diag
 
 
 def _softmax_strip_bwd(a: torch.Tensor, a_s: torch.Tensor, b: torch.Tensor, row_lse: torch.Tensor, col_lse: torch.Tensor,
@@ -158,6 +178,7 @@ def _softmax_strip_bwd(a: torch.Tensor, a_s: torch.Tensor, b: torch.Tensor, row_
 
 class ChunkedSoftmaxLoss(torch.autograd.Function):
     @staticmethod
+    @no_autocast
     def forward(ctx, img, txt, scale, block):
         n = img.shape[0]
         scale0 = scale.reshape(())
@@ -176,6 +197,7 @@ class ChunkedSoftmaxLoss(torch.autograd.Function):
         return loss.to(img.dtype)
 
     @staticmethod
+    @no_autocast
     def backward(ctx, grad_out):
         img, txt, scale, row_lse, col_lse = ctx.saved_tensors
         n, block = img.shape[0], ctx.block

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from litops.core.losses._checks import check_inputs
+from litops.core.losses._checks import check_inputs, no_autocast
 from litops.core.losses.chunked import (
     _acc_dtype,
     _sigmoid_strip_bwd,
@@ -101,6 +101,7 @@ def _strips(n, block):
 
 class _RingSigmoid(torch.autograd.Function):
     @staticmethod
+    @no_autocast
     def forward(ctx, img, txt, scale, bias, ring, block, ddp):
         n = img.shape[0]
         big_n = n * ring.world
@@ -121,6 +122,7 @@ class _RingSigmoid(torch.autograd.Function):
         return (total / big_n).to(img.dtype)
 
     @staticmethod
+    @no_autocast
     def backward(ctx, grad_out):
         img, txt, scale, bias = ctx.saved_tensors
         ring, block = ctx.ring, ctx.block
@@ -154,6 +156,7 @@ class _RingSigmoid(torch.autograd.Function):
 
 class _RingSoftmax(torch.autograd.Function):
     @staticmethod
+    @no_autocast
     def forward(ctx, img, txt, scale, ring, block, ddp):
         n = img.shape[0]
         big_n = n * ring.world
@@ -179,6 +182,7 @@ class _RingSoftmax(torch.autograd.Function):
         return (0.5 * total[0] / big_n).to(img.dtype)
 
     @staticmethod
+    @no_autocast
     def backward(ctx, grad_out):
         img, txt, scale, row_lse, col_lse = ctx.saved_tensors
         ring, block = ctx.ring, ctx.block

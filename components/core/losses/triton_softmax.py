@@ -6,7 +6,8 @@ Forward  : one kernel computes the online (flash-style) log-sum-exp of each row 
 Backward : with r, c the row/column LSE, 2N·∂loss/∂l = exp(l − r_i) + exp(l − c_j) − 2δ_ij =: P.
            One kernel computes P@B per (row block, D split), recomputing tiles; launched with
            (img, txt, r, c) for dImg and (txt, img, c, r) for dTxt (P of the swapped problem is Pᵀ).
-           dscale = Σ img∘(P@txt) / 2N.
+           dscale = Σ img∘(P@txt) / 2N. For D > 256 on CUDA a "strip" backward writes P for a strip
+           of rows from a fused kernel and uses cuBLAS for P@txt and Pᵀ@img (see triton_sigmoid.py).
 """
 
 from __future__ import annotations
@@ -15,12 +16,24 @@ import torch
 import triton
 import triton.language as tl
 
-from litops.core.losses.triton_common import check_triton_inputs, config, logits_tile, precision_for, scalar_f32
+from litops.core.losses._checks import device_guard, no_autocast
+from litops.core.losses.triton_common import (
+    backward_mode,
+    check_triton_inputs,
+    config,
+    kernel_mode,
+    logits_tile,
+    mm,
+    precision_for,
+    scalar_f32,
+    strip_matmuls,
+    strip_rows,
+)
 
 
 @triton.jit
 def _row_lse_kernel(a_ptr, b_ptr, scale_ptr, lse_ptr, diag_ptr, N, D, stride_am, stride_ak, stride_bn, stride_bk,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, MODE: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     scale = tl.load(scale_ptr)
@@ -30,7 +43,7 @@ def _row_lse_kernel(a_ptr, b_ptr, scale_ptr, lse_ptr, diag_ptr, N, D, stride_am,
     for n0 in range(0, N, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         s = logits_tile(a_ptr, b_ptr, rows, cols, N, N, D, stride_am, stride_ak, stride_bn, stride_bk,
-                        BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+                        BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, MODE)
         logit = tl.where(cols[None, :] < N, s * scale, float("-inf"))
         m_new = tl.maximum(m, tl.max(logit, axis=1))  # finite: every tile has ≥ 1 valid column
         s_acc = s_acc * tl.exp(m - m_new) + tl.sum(tl.exp(logit - m_new[:, None]), axis=1)
@@ -44,7 +57,7 @@ def _row_lse_kernel(a_ptr, b_ptr, scale_ptr, lse_ptr, diag_ptr, N, D, stride_am,
 def _softmax_bwd_kernel(a_ptr, b_ptr, scale_ptr, r_ptr, c_ptr, ga_ptr, N, D,
                         stride_am, stride_ak, stride_bn, stride_bk, stride_gm, stride_gk,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                        PRECISION: tl.constexpr):
+                        PRECISION: tl.constexpr, MODE: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_d = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -56,15 +69,58 @@ def _softmax_bwd_kernel(a_ptr, b_ptr, scale_ptr, r_ptr, c_ptr, ga_ptr, N, D,
         cols = n0 + tl.arange(0, BLOCK_N)
         c = tl.load(c_ptr + cols, mask=cols < N, other=0.0)
         s = logits_tile(a_ptr, b_ptr, rows, cols, N, N, D, stride_am, stride_ak, stride_bn, stride_bk,
-                        BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+                        BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, MODE)
         logit = s * scale
         p = tl.exp(logit - r[:, None]) + tl.exp(logit - c[None, :])
         p = tl.where(rows[:, None] == cols[None, :], p - 2.0, p)
         p = tl.where((rows[:, None] < N) & (cols[None, :] < N), p, 0.0)
         bt = tl.load(b_ptr + cols[:, None] * stride_bn + ds[None, :] * stride_bk,
                      mask=(cols[:, None] < N) & (ds[None, :] < D), other=0.0)
-        acc = tl.dot(p.to(bt.dtype), bt, acc, input_precision=PRECISION)
+        acc = mm(p.to(bt.dtype), bt, acc, PRECISION, MODE)
     tl.store(ga_ptr + rows[:, None] * stride_gm + ds[None, :] * stride_gk, acc, mask=(rows[:, None] < N) & (ds[None, :] < D))
+
+
+@triton.jit
+def _softmax_gstrip_kernel(a_ptr, b_ptr, scale_ptr, r_ptr, c_ptr, g_ptr, row0, R, N, D,
+                           stride_am, stride_ak, stride_bn, stride_bk, stride_gm, stride_gn,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           PRECISION: tl.constexpr, MODE: tl.constexpr):
+    """P[row0 + i, j] for one tile of a strip of R rows, written in P's dtype."""
+    lrows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = row0 + lrows
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    scale = tl.load(scale_ptr)
+    r = tl.load(r_ptr + rows, mask=lrows < R, other=0.0)
+    c = tl.load(c_ptr + cols, mask=cols < N, other=0.0)
+    s = logits_tile(a_ptr, b_ptr, rows, cols, row0 + R, N, D, stride_am, stride_ak, stride_bn, stride_bk,
+                    BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, MODE)
+    logit = s * scale
+    p = tl.exp(logit - r[:, None]) + tl.exp(logit - c[None, :])
+    p = tl.where(rows[:, None] == cols[None, :], p - 2.0, p)
+    valid = (lrows[:, None] < R) & (cols[None, :] < N)
+    tl.store(g_ptr + lrows[:, None] * stride_gm + cols[None, :] * stride_gn, p.to(g_ptr.dtype.element_ty), mask=valid)
+
+
+def _strip_backward(img, txt, scale32, row_lse, col_lse, need_txt):
+    n, d = img.shape
+    cfg = config(n, d, img.device)
+    rows = strip_rows(n, img.device)
+    gi = torch.empty((n, d), dtype=torch.float32, device=img.device)
+    gt = torch.zeros((n, d), dtype=torch.float32, device=img.device) if need_txt else None
+    g = torch.empty((min(rows, n), n), dtype=img.dtype, device=img.device)
+    for r0 in range(0, n, rows):
+        r = min(rows, n - r0)
+        grid = (triton.cdiv(r, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"]))
+        _softmax_gstrip_kernel[grid](img, txt, scale32, row_lse, col_lse, g, r0, r, n, d, img.stride(0), img.stride(1),
+                                     txt.stride(0), txt.stride(1), g.stride(0), g.stride(1),
+                                     BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+                                     PRECISION=precision_for(img.dtype), MODE=kernel_mode(img.device),
+                                     num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        if need_txt:
+            strip_matmuls(g[:r], txt, img[r0:r0 + r], gi[r0:r0 + r], gt)
+        else:
+            gi[r0:r0 + r] = (g[:r] @ txt).float()
+    return gi, gt
 
 
 def _lse(a, b, scale32):
@@ -74,7 +130,7 @@ def _lse(a, b, scale32):
     diag = torch.empty(n, dtype=torch.float32, device=a.device)
     _row_lse_kernel[(triton.cdiv(n, cfg["BLOCK_M"]),)](
         a, b, scale32, out, diag, n, d, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], PRECISION=precision_for(a.dtype),
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], PRECISION=precision_for(a.dtype), MODE=kernel_mode(a.device),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out, diag
 
@@ -86,13 +142,14 @@ def _p_times(a, b, scale32, r, c):
     grid = (triton.cdiv(n, cfg["BLOCK_M"]), triton.cdiv(d, cfg["BLOCK_D"]))
     _softmax_bwd_kernel[grid](a, b, scale32, r, c, ga, n, d, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
                               ga.stride(0), ga.stride(1), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-                              BLOCK_K=cfg["BLOCK_K"], BLOCK_D=cfg["BLOCK_D"], PRECISION=precision_for(a.dtype),
+                              BLOCK_K=cfg["BLOCK_K"], BLOCK_D=cfg["BLOCK_D"], PRECISION=precision_for(a.dtype), MODE=kernel_mode(a.device),
                               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return ga
 
 
 class TritonSoftmaxLoss(torch.autograd.Function):
     @staticmethod
+    @no_autocast
     def forward(ctx, img, txt, scale):
         s32 = scalar_f32(scale)
         row_lse, diag = _lse(img, txt, s32)  # the positives' logits come from the same tiles
@@ -103,12 +160,19 @@ class TritonSoftmaxLoss(torch.autograd.Function):
         return loss.to(img.dtype)
 
     @staticmethod
+    @no_autocast
     def backward(ctx, grad_out):
         img, txt, scale, row_lse, col_lse = ctx.saved_tensors
         need_img, need_txt, need_scale = ctx.needs_input_grad[:3]
         s32 = scalar_f32(scale)
         g = grad_out.to(torch.float32) / (2 * img.shape[0])
         d_img = d_txt = d_scale = None
+        if backward_mode(img.shape[1], img.device) == "strip":
+            gi, gt = _strip_backward(img, txt, s32, row_lse, col_lse, need_txt)
+            d_img = (gi * (g * s32[0])).to(img.dtype) if need_img else None
+            d_txt = (gt * (g * s32[0])).to(txt.dtype) if need_txt else None
+            d_scale = ((img.to(torch.float32) * gi).sum() * g).to(scale.dtype).reshape(scale.shape) if need_scale else None
+            return d_img, d_txt, d_scale
         if need_img or need_scale:
             gi = _p_times(img, txt, s32, row_lse, col_lse)
             if need_img:
@@ -122,4 +186,5 @@ class TritonSoftmaxLoss(torch.autograd.Function):
 
 def softmax_loss_triton(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     check_triton_inputs(img)
-    return TritonSoftmaxLoss.apply(img, txt, scale)
+    with device_guard(img):
+        return TritonSoftmaxLoss.apply(img, txt, scale)
