@@ -83,8 +83,10 @@ def _run(overrides: list[str]) -> int:
 
     cfg = load_config(overrides)  # fail fast, before Prefect starts
     _prepare_env(cfg.home)
+    from litops.flows.launcher import quiet_component_failures
     from litops.flows.retrain import retrain
 
+    quiet_component_failures()
     summary = retrain(overrides=overrides)
     times = summary.get("timings", {})
     print("\nstep wall times:")

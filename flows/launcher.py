@@ -7,6 +7,7 @@ component's result (its `LITOPS_RESULT {json}` line).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -46,6 +47,23 @@ class ComponentFailed(RuntimeError):
         shown = "\n".join(f"    {line}" for line in tail[-15:]) or "    (no output)"
         why = f" ({reason})" if reason else ""
         super().__init__(f"{spec.component} step '{spec.name}' failed with exit code {exit_code}{why}. Last log lines:\n{shown}")
+
+
+class HideExplainedTracebacks(logging.Filter):
+    """A ComponentFailed already carries the component's own error lines: log it without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ComponentFailed):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_component_failures() -> None:
+    """Attach the filter to the loggers Prefect's engines report task and flow failures on."""
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, HideExplainedTracebacks) for f in logger.filters):
+            logger.addFilter(HideExplainedTracebacks())
 
 
 class Launcher(Protocol):
@@ -117,6 +135,7 @@ class LocalProcessLauncher:
 
 def make_launcher(kind: str, **options: Any) -> Launcher:
     if kind == "local":
+        options.pop("cfg", None)  # litops-k8s: the local launcher needs no config
         return LocalProcessLauncher(**options)
     if kind == "kubernetes":
         from litops.flows.k8s_launcher import KubernetesJobLauncher  # not built yet in the embedded profile

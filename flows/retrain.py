@@ -73,7 +73,7 @@ def retrain(overrides: list[str] | None = None) -> dict[str, Any]:
     ws = Workspace(Path(cfg.home)).create()
     run_dir = ws.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     cfg_path = write_config(cfg, run_dir / "config.json")
-    launcher = make_launcher(cfg.launcher.kind)
+    launcher = make_launcher(cfg.launcher.kind, cfg=cfg)
     chash = config_hash(cfg)
     timer = StepTimer()
     summary: dict[str, Any] = {"config_hash": chash, "run_dir": str(run_dir)}
@@ -84,8 +84,8 @@ def retrain(overrides: list[str] | None = None) -> dict[str, Any]:
         dv = data["data_version"]
         summary["data_version"] = dv
         with timer.step("lookup"):
-            existing = steps.lookup_registered(launcher, cfg_path, dv, chash)
-        if existing is not None:
+            lookup = steps.lookup_registered(launcher, cfg_path, dv, chash)
+        if (existing := lookup.get("version")) is not None:
             logger.info(f"up to date: version {existing} of '{cfg.registry.model_name}' was trained on data {dv} "
                         f"with config {chash}; skipping training")
             summary.update(status="up_to_date", version=existing, timings=timer.times)
@@ -97,11 +97,9 @@ def retrain(overrides: list[str] | None = None) -> dict[str, Any]:
         ckpt_dir = ws.checkpoints / f"{chash}-{dv.split('.')[0][:12]}"
         with timer.step("train"):
             trained = steps.train_model(launcher, cfg_path, data["dataset_dir"], ckpt_dir, dv, tracking, gpus=0)
-        with timer.step("champion"):
-            champ = steps.current_champion(launcher, cfg_path)
         models = {"challenger": trained["model_path"]}
-        if champ.get("version") is not None:
-            models["champion"] = champ["model_uri"]
+        if lookup.get("champion_version") is not None:  # re-evaluated now, on the same split
+            models["champion"] = lookup["champion_uri"]
         with timer.step("evaluate"):
             evaluation = steps.evaluate(launcher, cfg_path, data["dataset_dir"], run_dir / "eval", models,
                                         trained["run_id"], tracking["uri"])
@@ -110,7 +108,7 @@ def retrain(overrides: list[str] | None = None) -> dict[str, Any]:
         with timer.step("gate"):
             decision = steps.gate(launcher, cfg_path, run_dir / "gate", registered["version"],
                                   evaluation["metrics"]["challenger"], evaluation["metrics"].get("champion"),
-                                  champ.get("version"))
+                                  lookup.get("champion_version"))
         create_markdown_artifact(markdown=decision["markdown"], key=gate_markdown_key(cfg.registry.model_name),
                                  description=f"Promotion gate for {cfg.registry.model_name} v{registered['version']}")
         logger.info(("PROMOTED" if decision["promoted"] else "NOT PROMOTED") + f": {decision['reason']}")

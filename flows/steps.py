@@ -41,10 +41,10 @@ def version_data(launcher: Launcher, cfg_path: Path) -> dict[str, Any]:
 
 
 @task(name="lookup-registered", **TRANSIENT)
-def lookup_registered(launcher: Launcher, cfg_path: Path, data_version: str, config_hash: str) -> int | None:
-    result = run_component(launcher, "register-lookup", "register",
-                           ["lookup", "--config", str(cfg_path), "--data-version", data_version, "--config-hash", config_hash])
-    return result.get("version")
+def lookup_registered(launcher: Launcher, cfg_path: Path, data_version: str, config_hash: str) -> dict[str, Any]:
+    """The version already trained on this data + config (if any), and the current champion."""
+    return run_component(launcher, "register-lookup", "register",
+                         ["lookup", "--config", str(cfg_path), "--data-version", data_version, "--config-hash", config_hash])
 
 
 @task(name="train", retries=1, retry_delay_seconds=3, retry_condition_fn=_retry_unless_user_error, cache_policy=NO_CACHE)
@@ -55,11 +55,6 @@ def train_model(launcher: Launcher, cfg_path: Path, dataset_dir: str, ckpt_dir: 
             "--data-version", data_version, "--tracking-uri", tracking["uri"], "--experiment", tracking["experiment"],
             "--artifact-location", tracking["artifact_location"]]
     return run_component(launcher, f"train-{ckpt_dir.name[:20]}", "train", args, gpus=gpus)
-
-
-@task(name="current-champion", **TRANSIENT)
-def current_champion(launcher: Launcher, cfg_path: Path) -> dict[str, Any]:
-    return run_component(launcher, "register-champion", "register", ["champion", "--config", str(cfg_path)])
 
 
 @task(name="evaluate", **TRANSIENT)

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m litops.register", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
 
-    s = sub.add_parser("lookup", parents=[common], help="find a version trained on this data + config")
+    s = sub.add_parser("lookup", parents=[common], help="find a version trained on this data + config, and the champion")
     s.add_argument("--data-version", required=True)
     s.add_argument("--config-hash", required=True)
 
@@ -139,10 +139,13 @@ def run_command(args: argparse.Namespace, cfg: LitopsConfig, client) -> dict[str
 
     name = args.model_name or cfg.registry.model_name
     cmd = args.command
-    if cmd == "lookup":
+    if cmd == "lookup":  # also names the champion, so the flow needs one call before training
         mv = reg.find_version(client, name, args.data_version, args.config_hash)
+        champ = reg.champion_version(client, name)
         return {"version": int(mv.version) if mv else None,
-                "model_uri": f"models:/{name}/{mv.version}" if mv else None}
+                "model_uri": f"models:/{name}/{mv.version}" if mv else None,
+                "champion_version": int(champ.version) if champ else None,
+                "champion_uri": f"models:/{name}@{reg.CHAMPION}" if champ else None}
     if cmd == "log":
         if not Path(args.model_file).is_file():
             raise UserError(f"model file not found: {args.model_file}")
