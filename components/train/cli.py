@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from litops.core.component_cli import emit_result
@@ -14,7 +15,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m litops.train", description=__doc__)
     p.add_argument("--config", help="resolved LitopsConfig as JSON (default: built-in defaults)")
     p.add_argument("--dataset-dir", required=True, help="folder holding train/*.tar shards")
-    p.add_argument("--checkpoint-dir", required=True, help="checkpoints go here; an existing one is resumed")
+    p.add_argument("--checkpoint-dir", required=True, help="checkpoints go here; an existing one is resumed "
+                   "(an s3://bucket/prefix URI: a local scratch folder mirrored there)")
+    p.add_argument("--checkpoint-mirror", default=os.environ.get("LITOPS_CHECKPOINT_MIRROR", ""),  # litops-k8s
+                   help="s3://bucket/prefix to mirror checkpoints to and resume from (default: from storage.kind=s3)")
     p.add_argument("--data-version", default="", help="recorded as a run tag")
     p.add_argument("--tracking-uri", default="", help="MLflow tracking URI; empty: JSON lines only")
     p.add_argument("--experiment", default="litops")
@@ -34,21 +38,46 @@ def make_logger(args: argparse.Namespace, cfg: LitopsConfig, ckpt_dir: Path) -> 
     return FanOutLogger(jsonl, mlf), mlf.run_id
 
 
+class NullLogger:  # litops-k8s: ranks > 0 of a DDP run
+    def log_params(self, params) -> None: ...
+    def log_metrics(self, metrics, step: int) -> None: ...
+    def close(self, status: str = "FINISHED") -> None: ...
+
+
+def checkpoint_target(args: argparse.Namespace, cfg: LitopsConfig):
+    """litops-k8s: (local checkpoint folder, S3 mirror or None). `--checkpoint-dir s3://...` works in a
+    scratch folder; otherwise `--checkpoint-mirror`, else storage.kind=s3 mirrors to the config's bucket."""
+    from litops.train.remote_checkpoints import S3CheckpointMirror, scratch_dir_for
+
+    endpoint, region = cfg.storage.endpoint_url or None, cfg.storage.region
+    if args.checkpoint_dir.startswith("s3://"):
+        return scratch_dir_for(args.checkpoint_dir), S3CheckpointMirror(args.checkpoint_dir, endpoint, region)
+    ckpt_dir = Path(args.checkpoint_dir)
+    if args.checkpoint_mirror:
+        uri = args.checkpoint_mirror.rstrip("/") + "/" + ckpt_dir.name
+        return ckpt_dir, S3CheckpointMirror(uri, endpoint, region)
+    return ckpt_dir, S3CheckpointMirror.for_run(cfg, ckpt_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_json(args.config) if args.config else LitopsConfig()
-    ckpt_dir = Path(args.checkpoint_dir)
+    ckpt_dir, mirror = checkpoint_target(args, cfg)  # litops-k8s: local folder + optional S3 mirror
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    logger, run_id = make_logger(args, cfg, ckpt_dir)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # litops-k8s: under torchrun only rank 0 logs and reports
+    logger, run_id = make_logger(args, cfg, ckpt_dir) if main_rank else (NullLogger(), None)
     logger.log_params(flatten({k: v for k, v in to_dict(cfg).items() if k in ("data", "model", "loss", "train")}))
 
     from litops.train.loop import train  # torch import after argument errors are reported
 
     try:
-        result = train(cfg, Path(args.dataset_dir), ckpt_dir, logger)
+        result = train(cfg, Path(args.dataset_dir), ckpt_dir, logger, mirror=mirror,
+                       data_version=args.data_version)  # litops-lit: recorded beside the feature cache
     except BaseException:
         logger.close("FAILED")
         raise
     logger.close("FINISHED")
+    if not main_rank:  # litops-k8s
+        return 0
     emit_result({**result.as_dict(), "run_id": run_id, "config_hash": config_hash(cfg)})
     return 0

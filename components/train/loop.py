@@ -20,6 +20,7 @@ from litops.core.model import LiTModel
 from litops.core.shards import read_split
 from litops.train.logger import MetricLogger
 from litops.train import distributed  # litops-k8s: DDP under torchrun (no-op in one process)
+from litops.train import feature_cache, gradcache  # litops-lit: locked-tower feature cache, GradCache step
 
 LOG_EVERY = 10
 MODEL_FILE = "model.pt"
@@ -75,8 +76,10 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor
     return torch.tensor(out)
 
 
-def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLogger, mirror=None) -> TrainResult:
-    """`mirror`: a litops.train.remote_checkpoints.S3CheckpointMirror (resume from / upload to S3), or None."""
+def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLogger, mirror=None,
+          data_version: str = "") -> TrainResult:
+    """`mirror`: a litops.train.remote_checkpoints.S3CheckpointMirror (resume from / upload to S3), or None.
+    `data_version`: the DVC version of `dataset_dir`, recorded beside a feature cache built from it."""
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -84,11 +87,15 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
     device = ddp.device if ddp.active else pick_device(tc.device)
     torch.manual_seed(tc.seed)
 
-    data = read_split(dataset_dir, "train", cfg.data.image_size)
+    model = LiTModel(cfg.model, cfg.data.image_size).to(device)  # litops-lit: built first (the cache keys on it)
+    cached = feature_cache.train_split(cfg, model, dataset_dir, device, data_version, write=ddp.is_main)  # litops-lit
+    data, features = cached.data, cached.features  # litops-lit: features [N, D] of a locked image tower, or None
     bs = min(tc.batch_size, len(data))
     ddp.local_batch(bs)  # litops-k8s: the global batch must split evenly over the ranks
-    model = LiTModel(cfg.model, cfg.data.image_size).to(device)
     forward = ddp.wrap(model)  # litops-k8s: DDP wrapper (the model itself in one process)
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")  # litops-lit
+    if tc.compile:  # litops-lit
+        forward = torch.compile(forward)
     tokens = model.text_tower.tokenize(data.captions)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc.warmup_steps, tc.steps))
@@ -107,7 +114,8 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
         start = resumed_from = state["step"]
         print(f"resuming from {last.name} (step {start}/{tc.steps})", file=sys.stderr, flush=True)
     else:
-        logger.log_params({"n_train": len(data), "device": str(device)})
+        logger.log_params({"n_train": len(data), "device": str(device), "feature_cache": cached.status,  # litops-lit
+                           "precision": "bf16" if bf16 else "fp32"})
 
     def state_at(step: int) -> dict[str, Any]:
         return {"config": to_dict(cfg), "image_size": cfg.data.image_size, "step": step, "model": model.state_dict(),
@@ -119,17 +127,23 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
                mininterval=1.0 if sys.stderr.isatty() else 5.0, dynamic_ncols=True)
     for step in bar:
         idx = ddp.shard(batch_indices(step, bs, len(data), tc.seed))  # litops-k8s: this rank's slice
-        pixels = model.image_tower.preprocess(data.images[idx].to(device))
         batch_tokens = {k: v[idx] for k, v in tokens.items()}
         width = int(batch_tokens["attention_mask"].sum(1).max().clamp_min(1))
         batch_tokens = {k: v[:, :width].to(device) for k, v in batch_tokens.items()}
-        img, txt = forward(pixels, batch_tokens)
-        if ddp.active:  # litops-k8s: exact global loss over all ranks
-            loss = ddp.loss(cfg.loss.name, img, txt, model.logit_scale.exp(), model.logit_bias)
+        # litops-lit: cached features or (augmented) pixels; direct or GradCache forward+backward, bf16 on CUDA
+        if features is not None:
+            pixels, feats = None, features[idx].to(device)
         else:
-            loss = contrastive_loss(cfg.loss.name, img, txt, model.logit_scale.exp(), model.logit_bias, impl=cfg.loss.impl)
+            images = feature_cache.augment(data.images[idx], tc.augment, step, tc.seed)
+            pixels, feats = model.image_tower.preprocess(images.to(device)), None
+        if ddp.active:  # litops-k8s: exact global loss over all ranks
+            def loss_fn(img, txt, scale, bias):
+                return ddp.loss(cfg.loss.name, img, txt, scale, bias)
+        else:
+            def loss_fn(img, txt, scale, bias):
+                return contrastive_loss(cfg.loss.name, img, txt, scale, bias, impl=cfg.loss.impl)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = gradcache.train_step(forward, model, pixels, batch_tokens, feats, loss_fn, tc.micro_batch_size, bf16)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
         optimizer.step()
         scheduler.step()
