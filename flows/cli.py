@@ -88,11 +88,6 @@ def _run(overrides: list[str]) -> int:
 
     quiet_component_failures()
     summary = retrain(overrides=overrides)
-    times = summary.get("timings", {})
-    print("\nstep wall times:")
-    for name, secs in times.items():
-        print(f"  {name:<18} {secs:>7.1f} s")
-    print(f"  {'total':<18} {sum(times.values()):>7.1f} s")
     status = summary["status"]
     if status == "up_to_date":
         print(f"\nup to date: version {summary['version']} already trained on data {summary['data_version']}")

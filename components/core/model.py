@@ -7,16 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from litops.core.config import ModelConfig
+from litops.core.lock import apply_lock, parse_lock  # litops-lit: LiT notation (Lu, Uu, uu, ...)
 from litops.core.towers import build_image_tower, build_text_tower
 
-LOCK_MODES = ("locked", "unlocked", "scratch")
+LOCK_MODES = ("locked", "unlocked", "scratch")  # legacy names (old checkpoints); see litops.core.lock
 
 
 class LiTModel(nn.Module):
     def __init__(self, cfg: ModelConfig, image_size: int):
         super().__init__()
-        if cfg.lock not in LOCK_MODES:
-            raise ValueError(f"model.lock must be one of {LOCK_MODES}, got {cfg.lock!r}")
+        self.image_mode, self.text_mode = parse_lock(cfg.lock)  # litops-lit
         self.cfg = cfg
         self.image_tower = build_image_tower(cfg, image_size)
         self.text_tower = build_text_tower(cfg)
@@ -24,17 +24,24 @@ class LiTModel(nn.Module):
         self.text_proj = nn.Linear(self.text_tower.output_dim, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
-        if cfg.lock == "locked":
-            self.image_tower.requires_grad_(False)
+        # litops-lit: L freezes a tower (all but `unlocked_groups` of it); scratch towers load pretrained_path for L/U
+        apply_lock(self.image_tower, self.image_mode, cfg.unlocked_groups, cfg.pretrained_path, "image")
+        apply_lock(self.text_tower, self.text_mode, cfg.text_unlocked_groups, cfg.text_pretrained_path, "text")
 
     @property
     def image_locked(self) -> bool:
-        return self.cfg.lock == "locked"
+        return self.image_mode == "L"
+
+    @property
+    def image_fully_locked(self) -> bool:  # litops-lit: its outputs never change during training (feature cache)
+        return self.image_mode == "L" and self.cfg.unlocked_groups == 0
 
     def train(self, mode: bool = True) -> "LiTModel":
         super().train(mode)
-        if self.image_locked:  # a locked tower keeps eval mode: frozen BatchNorm statistics
-            self.image_tower.eval()
+        for tower, m, k in ((self.image_tower, self.image_mode, self.cfg.unlocked_groups),
+                            (self.text_tower, self.text_mode, self.cfg.text_unlocked_groups)):
+            if m == "L" and k == 0:  # a locked tower keeps eval mode: frozen BatchNorm statistics, no dropout
+                tower.eval()
         return self
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -45,7 +52,10 @@ class LiTModel(nn.Module):
         """Tokenized text -> L2-normalised embeddings."""
         return F.normalize(self.text_proj(self.text_tower(**tokens)), dim=-1)
 
-    def forward(self, pixels: torch.Tensor, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor | None, tokens: dict[str, torch.Tensor],
+                image_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if image_features is not None:  # litops-lit: cached outputs of a locked image tower
+            return F.normalize(self.image_proj(image_features), dim=-1), self.encode_text(tokens)
         return self.encode_image(pixels), self.encode_text(tokens)
 
     # Convenience for inference: raw inputs in, embeddings out.

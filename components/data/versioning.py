@@ -202,11 +202,12 @@ class DataRepo:
             if not data_version:
                 raise DataRepoError(f"dvc add wrote no md5 to {dvcfile}")
             self._git("add", str(dvcfile.relative_to(self.root)), "datasets/.gitignore")
+            targets = [str(dvcfile)] + self._add_features(repo, dataset_name)  # litops-lit: locked-tower feature caches
             committed = self._commit_if_staged(f"data: {dataset_name} {data_version}")
             pushed = 0
             if push:
                 try:
-                    pushed = repo.push(targets=[str(dvcfile)], remote=REMOTE_NAME)
+                    pushed = repo.push(targets=targets, remote=REMOTE_NAME)
                 except Exception as e:  # noqa: BLE001
                     raise DataRepoError(f"dvc push to {self.remote_url} failed: {e}") from None
         return {
@@ -218,6 +219,23 @@ class DataRepo:
             "pushed": int(pushed or 0),
             "seconds": round(time.perf_counter() - t0, 3),
         }
+
+    def features_dir(self, dataset_name: str) -> Path:  # litops-lit: see litops.train.feature_cache
+        return self.root / "features" / dataset_name
+
+    def _add_features(self, repo: Any, dataset_name: str) -> list[str]:
+        """litops-lit: `dvc add features/<name>` (the locked-tower feature caches that training wrote beside
+        the dataset), staged for the same commit; returns the .dvc path to push, or [] when there are none."""
+        fdir = self.features_dir(dataset_name)
+        if not fdir.is_dir() or not any(fdir.glob("*.pt")):
+            return []
+        try:
+            repo.add([str(fdir)])
+        except Exception as e:  # noqa: BLE001
+            raise DataRepoError(f"dvc add {fdir} failed: {e}") from None
+        fdvc = fdir.parent / f"{dataset_name}.dvc"
+        self._git("add", str(fdvc.relative_to(self.root)), "features/.gitignore")
+        return [str(fdvc)]
 
     def current_version(self, dataset_name: str) -> str | None:
         return version_of_dvc_file(self.dvc_file(dataset_name))
@@ -249,6 +267,12 @@ class DataRepo:
         with self._repo() as repo:
             try:
                 stats = repo.pull(targets=[str(dvcfile)], remote=REMOTE_NAME, force=True)
+                fdvc = self.features_dir(dataset_name).parent / f"{dataset_name}.dvc"  # litops-lit
+                if fdvc.is_file():  # the feature caches travel with the data; a missing one is recomputed
+                    try:
+                        repo.pull(targets=[str(fdvc)], remote=REMOTE_NAME, force=True)
+                    except Exception as e:  # noqa: BLE001
+                        print(f"feature caches not restored ({e}); training recomputes them", file=sys.stderr)
             except CheckoutError as e:
                 raise DataRepoError(f"dvc pull of {dataset_name}: some files are missing from {self.remote_url}: {e}") from None
             except Exception as e:  # noqa: BLE001
