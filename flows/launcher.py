@@ -75,11 +75,18 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class LocalProcessLauncher:
-    """Runs `python -m litops.<component> ARGS` as a child process of the flow."""
+    """Runs `python -m litops.<component> ARGS` as a child process of the flow.
 
-    def __init__(self, python: str = sys.executable, extra_env: dict[str, str] | None = None):
+    warm (the default on Linux with this interpreter): the child is forked from a server that has
+    already imported torch and MLflow (flows/warm_start.py); otherwise a fresh interpreter is exec'd.
+    """
+
+    def __init__(self, python: str = sys.executable, extra_env: dict[str, str] | None = None, warm: bool | None = None):
         self.python = python
         self.extra_env = extra_env or {}
+        if warm is None:
+            warm = python == sys.executable and sys.platform == "linux" and os.environ.get("LITOPS_WARM_START", "1") != "0"
+        self.warm = warm
 
     def command(self, spec: JobSpec) -> list[str]:
         return [self.python, "-u", "-m", f"litops.{spec.component}", *spec.args]
@@ -88,11 +95,10 @@ class LocalProcessLauncher:
         env = {**os.environ, **self.extra_env, **spec.env, "PYTHONUNBUFFERED": "1"}
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         lines: list[str] = []  # LITOPS_RESULT lines
-        proc = subprocess.Popen(self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc, chunks = self._start(spec, env)
         try:
             buf = b""
-            while chunk := proc.stdout.read1(65536):
+            for chunk in chunks:
                 buf += chunk
                 *complete, buf = re.split(rb"[\r\n]", buf)
                 for raw in complete:
@@ -107,6 +113,16 @@ class LocalProcessLauncher:
             raise ComponentFailed(spec, code, list(tail))
         return JobResult(code, result, list(tail))
 
+    def _start(self, spec: JobSpec, env: dict[str, str]):
+        if self.warm:
+            from litops.flows import warm_start
+
+            proc = warm_start.start(spec.component, spec.args, env)
+            return proc, proc.chunks()
+        proc = subprocess.Popen(self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        return proc, iter(lambda: proc.stdout.read1(65536), b"")
+
     @staticmethod
     def _emit(raw: bytes, tail: deque, lines: list[str], log: LogFn) -> None:
         line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
@@ -119,18 +135,29 @@ class LocalProcessLauncher:
         log(line)
 
     @staticmethod
-    def _stop(proc: subprocess.Popen) -> None:
+    def _stop(proc) -> None:
+        """SIGTERM the child's whole session, SIGKILL it if it lingers."""
         if proc.poll() is not None:
             return
+        _signal(proc.pid, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is None:
+            _signal(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _signal(pid: int, sig: int) -> None:
+    """Signal the process group a child leads; the child alone if it has not made its session yet."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def make_launcher(kind: str, **options: Any) -> Launcher:

@@ -14,7 +14,7 @@ class ScriptLauncher(LocalProcessLauncher):
     """Runs an inline script instead of `-m litops.<component>`: same pipes, same parsing."""
 
     def __init__(self, script: str):
-        super().__init__()
+        super().__init__(warm=False)
         self.script = script
 
     def command(self, spec: JobSpec) -> list[str]:
@@ -57,3 +57,32 @@ def test_interrupt_stops_the_child(tmp_path):
     with pytest.raises(ProcessLookupError):
         import os
         os.kill(pid, 0)
+
+
+def test_warm_start_runs_a_real_component_in_its_own_process(tmp_path):
+    """The default local mode forks components from a preloaded server: same pipes, results and exit codes."""
+    launcher = LocalProcessLauncher()
+    assert launcher.warm
+    seen: list[str] = []
+    job = launcher.run(JobSpec("lookup", "register", ["lookup", "--data-version", "d", "--config-hash", "h",
+                                                      "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]), log=seen.append)
+    assert job.exit_code == 0
+    assert job.result["version"] is None and job.result["champion_version"] is None
+
+    with pytest.raises(ComponentFailed) as err:
+        launcher.run(JobSpec("train", "train", ["--dataset-dir", str(tmp_path / "missing"), "--checkpoint-dir",
+                                                str(tmp_path / "ck")]), log=lambda _: None)
+    assert err.value.exit_code != 0
+    assert any("missing" in line for line in err.value.tail)
+
+
+def test_warm_start_child_is_killed_with_its_session(tmp_path):
+    from litops.flows import warm_start
+
+    proc = warm_start.start("train", ["--help"], {**__import__("os").environ})
+    out = b"".join(proc.chunks()).decode()
+    assert proc.wait() == 0 and "--checkpoint-dir" in out
+    launcher = LocalProcessLauncher()
+    slow = warm_start.start("data", ["synth", "--config", str(tmp_path / "nope.json")], {**__import__("os").environ})
+    launcher._stop(slow)
+    assert slow.poll() is not None
