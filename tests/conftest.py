@@ -59,3 +59,4 @@ def make_tiny_dataset(root: Path, per_split: dict[str, int] | None = None, size:
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_tiny_dataset(tmp_path / "tiny")
+

@@ -25,7 +25,7 @@ class MLflowLogger:
         from mlflow.tracking import MlflowClient
 
         mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
+        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         run_file = ckpt_dir / RUN_FILE
         if run_file.exists():
             self.run_id = json.loads(run_file.read_text())["run_id"]

@@ -9,6 +9,8 @@ word apart, but as a bag of words it cannot bind colours to shapes.
 
 from __future__ import annotations
 
+import os
+
 import io
 import json
 import socket
@@ -257,7 +259,7 @@ def store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("evalstore")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     model_file = _save_model(root / "model.pt", seed=0)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     exp = client.create_experiment("evaltest", artifact_location=str(root / "artifacts"))
     run_id = client.create_run(exp).info.run_id
     client.log_batch(run_id, metrics=[Metric("train/loss", 3.0 / (1 + s), 0, s) for s in range(0, 50, 5)])
@@ -269,7 +271,14 @@ def store(tmp_path_factory) -> dict:
         mlflow.pyfunc.log_model(name="model", python_model=LitWrapper(), artifacts={"model": str(model_file)},
                                 registered_model_name="lit-evaltest", pip_requirements=[])
     client.set_registered_model_alias("lit-evaltest", "champion", "1")
-    return {"uri": uri, "run_id": run_id, "model_file": model_file, "client": client}
+    yield {"uri": uri, "run_id": run_id, "model_file": model_file, "client": client}
+    # set_*_uri (here and in the in-process CLI) are process-wide and exported as env vars: undo them.
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    tracking_utils._tracking_uri, registry_utils._registry_uri = None, None
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(key, None)
 
 
 def _write_cfg(path: Path, uri: str = "") -> Path:

@@ -44,7 +44,8 @@ def run_flow(home, monkeypatch, overrides):
 def test_retrain_promotes_then_skips_then_rejects_a_worse_challenger(harness, home, monkeypatch, tmp_path):
     first = run_flow(home, monkeypatch, TINY)
     assert first["status"] == "promoted", first
-    client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+    uri = f"sqlite:///{home}/mlflow.db"
+    client = MlflowClient(uri, registry_uri=uri)
     champ = client.get_model_version_by_alias("lit-embedded", "champion")
     assert int(champ.version) == first["version"]
     for tag in ("data_version", "git_sha", "config_hash", "train_run_id"):

@@ -103,7 +103,7 @@ def store(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     exp = client.create_experiment("litops", artifact_location=str(root / "mlartifacts"))
     model_file = make_model_file(root / "model.pt")
     run_id = client.create_run(exp, run_name="train-test").info.run_id

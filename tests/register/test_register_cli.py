@@ -20,8 +20,9 @@ def _run_in_process(argv, capsys):
 
 def test_cli_in_process_lookup_champion_gate(store, tmp_path, capsys):
     code, out, _ = _run_in_process(["lookup", "--tracking-uri", store.uri, "--data-version", "x",
-                                    "--config-hash", "y"], capsys)
-    assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None}
+                                    "--config-hash", "y", "--model-name", "cli-none"], capsys)
+    assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None,
+                                                            "champion_version": None, "champion_uri": None}
 
     code, out, _ = _run_in_process(["champion", "--tracking-uri", store.uri, "--model-name", "cli-none"], capsys)
     assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None}
@@ -69,4 +70,5 @@ def test_cli_models_and_lookup_in_subprocesses(store):
     assert models["model_name"] == "lit-embedded"
     assert [r["version"] for r in models["rows"]] == [1]
     assert models["rows"][0]["data_version"] == "0123456789abcdef.dir"
-    assert out["lookup"][1] == {"version": 1, "model_uri": "models:/lit-embedded/1"}
+    assert {k: out["lookup"][1][k] for k in ("version", "model_uri")} == {"version": 1, "model_uri": "models:/lit-embedded/1"}
+    assert "champion_version" in out["lookup"][1]

@@ -29,7 +29,7 @@ def _log_register_alias_load(server: MlflowServer, bucket: str, name: str):
             return model_input * 2
 
     mlflow.set_tracking_uri(server.url)
-    client = mlflow.MlflowClient(server.url)
+    client = mlflow.MlflowClient(server.url, registry_uri=server.url)
     # what the trainer's MLflow logger does with storage=s3: artifact_location mlflow-artifacts:/litops
     exp_id = client.create_experiment(f"exp-{name}", artifact_location="mlflow-artifacts:/litops")
     with mlflow.start_run(experiment_id=exp_id) as run:
