@@ -1,0 +1,98 @@
+"""What a locked image tower's features say about the embedded benchmark: linear probes per input size.
+
+    python tests/benchmarks/locked_probe.py [--sizes 64,128,224] [--n-train 3000]
+
+Prints one JSON line per input size: {"input_size", "probe_colour", "probe_shape", "encode_img_per_s"}.
+
+The image tower is EfficientNet-Lite0 with its ImageNet weights, locked (eval mode), fed the
+embedded 64 px images resized to `input_size` as the trainer does (litops.train.feature_cache).
+A probe is multinomial logistic regression (L-BFGS, a small L2 penalty) on standardised
+pre-logits features of single-object train images, scored on the val split's single-object
+images. The probes bound what a LiT readout (`Lu`) of the same features can reach; they
+explain the orderings of tests/benchmarks/lit_orderings.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def single_object_labels(metas: list[dict], attribute: str, classes: list[str]):
+    import torch
+
+    rows = [i for i, m in enumerate(metas) if len(m.get("objects", [])) == 1]
+    labels = [classes.index(metas[i]["objects"][0][attribute]) for i in rows]
+    return torch.tensor(rows), torch.tensor(labels)
+
+
+def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, l2: float = 1e-3) -> float:
+    import torch
+
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    x, xt = (train_x - mean) / std, (test_x - mean) / std
+    w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, train_y) + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float(((xt @ w + b).argmax(1) == test_y).float().mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="64,128,224", help="image tower input sizes (pixels)")
+    p.add_argument("--n-train", type=int, default=3000, help="train samples encoded per size")
+    p.add_argument("--home", default=str(ROOT / ".litops-bench"), help="workspace holding the generated dataset")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from litops.core.config import LitopsConfig
+    from litops.core.pretrained import TimmImageTower
+    from litops.core.shards import read_split
+    from litops.core.workspace import Workspace
+    from litops.data import synthesize
+    from litops.data.synth import COLOUR_NAMES, SHAPES
+    from litops.train.feature_cache import encode
+
+    ws = Workspace(Path(args.home).resolve())
+    cfg = LitopsConfig(home=str(ws.home))
+    dataset_dir = Path(synthesize(cfg, ws)["dataset_dir"])
+    train = read_split(dataset_dir, "train", cfg.data.image_size)
+    val = read_split(dataset_dir, "val", cfg.data.image_size)
+    train_images, train_metas = train.images[: args.n_train], train.metas[: args.n_train]
+    tasks = {"colour": list(COLOUR_NAMES), "shape": list(SHAPES)}
+    cpu = torch.device("cpu")
+    for size in (int(s) for s in args.sizes.split(",")):
+        tower = TimmImageTower("efficientnet_lite0", pretrained=True, input_size=size)
+        tower.requires_grad_(False)
+        t0 = time.perf_counter()
+        f_train = encode(tower, train_images, cpu)
+        rate = len(train_images) / (time.perf_counter() - t0)
+        f_val = encode(tower, val.images, cpu)
+        line = {"input_size": size, "tower": "efficientnet_lite0 (ImageNet, locked)"}
+        for attribute, classes in tasks.items():
+            rows, y = single_object_labels(train_metas, attribute, classes)
+            rows_v, y_v = single_object_labels(val.metas, attribute, classes)
+            line[f"probe_{attribute}"] = round(linear_probe(f_train[rows], y, f_val[rows_v], y_v, len(classes)), 4)
+        line.update({"probe_mean": round((line["probe_colour"] + line["probe_shape"]) / 2, 4),
+                     "n_train": len(rows), "n_val": len(rows_v), "encode_img_per_s": round(rate, 1)})
+        print(json.dumps(line), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
