@@ -38,13 +38,13 @@ import torch
 
 from litops.core.checkpoint import atomic_save
 from litops.core.config import LitopsConfig
+from litops.core.model import CPU_IMAGE_CHUNK
 from litops.core.pretrained import fingerprint
 from litops.core.shards import IMAGE_KEYS, Split, read_split, shard_urls
 
 CACHE_FORMAT = 1
 FEATURES_DIR = "features"
-ENCODE_BATCH = {"cuda": 256, "cpu": 16}  # CPU: small chunks reuse heap memory; 128 x 224 px
-# activations page-fault afresh on every call (2-3x slower measured on the 2-core machine)
+ENCODE_BATCH = 256  # on a GPU; a CPU encodes CPU_IMAGE_CHUNK images at a time (litops.core.model)
 
 
 def say(msg: str) -> None:
@@ -128,7 +128,7 @@ def read_texts(dataset_dir: str | Path, split: str = "train") -> tuple[list[str]
 
 @torch.no_grad()
 def encode(tower, images: torch.Tensor, device: torch.device, batch_size: int = 0) -> torch.Tensor:
-    batch_size = batch_size or ENCODE_BATCH.get(device.type, 256)
+    batch_size = batch_size or (CPU_IMAGE_CHUNK if device.type == "cpu" else ENCODE_BATCH)
     was_training = tower.training
     tower.eval()
     out = []

@@ -10,9 +10,13 @@ state: the cache build and the split's decoding happen before the loop's clock s
 cache is built once, before the cached run, as a first `litops run` would).
 
 - `lit_effnet_minilm` (default): configs/model/lit_effnet_minilm.yaml, locked EfficientNet-Lite0
-  and unlocked MiniLM-L6 (the embedded LiT config);
-- `lit_small`: locked EfficientNet-Lite0 and the embedded small text tower from scratch (the
-  `Lu` of tests/benchmarks/lit_orderings.py).
+  at 224 px and unlocked MiniLM-L6 (the embedded LiT config);
+- `lit_small`: locked EfficientNet-Lite0 at 128 px and the embedded small text tower from scratch
+  (the `Lu` of tests/benchmarks/lit_orderings.py).
+
+The ratio is bounded by 1 + (locked image forward) / (the rest of the step): the cache removes the
+image tower's forward and nothing else, so a large unlocked text tower (MiniLM's 22M parameters,
+fwd+bwd+AdamW) caps it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def build_config(model: str, steps: int, home: str, cache: bool):
     if model == "lit_effnet_minilm":
         overrides.append("model=lit_effnet_minilm")
     elif model == "lit_small":
-        overrides += ["model.image_tower=efficientnet_lite0", "model.image_input_size=64", "model.lock=Lu"]
+        overrides += ["model.image_tower=efficientnet_lite0", "model.image_input_size=128", "model.lock=Lu"]
     else:
         raise SystemExit(f"unknown --model {model}")
     return load_config(overrides)

@@ -60,6 +60,37 @@ def build_config(name: str, steps: int, home: str, batch_size: int = 128, input_
     return validate(cfg)
 
 
+PLOTTED = (("zeroshot_top1_seen", "zero-shot top-1, seen"), ("zeroshot_top1_heldout", "zero-shot top-1, held-out"),
+           ("retrieval_r1", "retrieval R@1"))
+
+
+def plot_orderings(lines: list[dict], path: Path) -> Path:
+    """Grouped bars: one group per configuration, one bar per headline metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.add_subplot()
+    width = 0.8 / len(PLOTTED)
+    for j, (key, label) in enumerate(PLOTTED):
+        xs = [i + (j - (len(PLOTTED) - 1) / 2) * width for i in range(len(lines))]
+        bars = ax.bar(xs, [l[key] for l in lines], width, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(range(len(lines)), [l["config"] for l in lines])
+    ax.set_ylim(0, 1.05)
+    ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+    ax.set_title(f"LiT orderings, {lines[0]['steps']} steps, batch {lines[0]['batch_size']}, "
+                 f"{lines[0]['input_size']} px" if lines else "LiT orderings")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(PLOTTED), frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="50 steps per configuration (<= 10 min on 2 CPU cores)")
@@ -68,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", default=str(ROOT / ".litops-bench"), help="workspace holding the generated dataset")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--input-size", type=int, default=128, help="image tower input size in pixels")
+    p.add_argument("--plot", default="", help="PNG of the results (default: <home>/lit_orderings.png)")
     args = p.parse_args(argv)
     steps = args.steps or (50 if args.quick else 300)
 
@@ -86,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace(Path(args.home).resolve())
     first = build_config("uu", steps, str(ws.home), input_size=args.input_size)
     dataset_dir = Path(synthesize(first, ws)["dataset_dir"])
+    lines = []
     with tempfile.TemporaryDirectory(prefix="lit-orderings-") as tmp:
         for name in args.configs.split(","):
             cfg = build_config(name, steps, str(ws.home), input_size=args.input_size)
@@ -107,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                     "final_loss": round(result.final_loss, 4), "steps": steps, "batch_size": cfg.train.batch_size,
                     "input_size": cfg.model.image_input_size, "train_s": round(train_s, 1), "eval_s": round(time.perf_counter() - t1, 1)}
             print(json.dumps(line), flush=True)
+            lines.append(line)
+    plot = plot_orderings(lines, Path(args.plot or ws.home / "lit_orderings.png"))
+    print(f"plot: {plot}", file=sys.stderr)
     print(f"total {time.perf_counter() - t_all:.0f} s", file=sys.stderr)
     return 0
 

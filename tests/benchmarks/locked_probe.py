@@ -2,13 +2,15 @@
 
     python tests/benchmarks/locked_probe.py [--sizes 64,128,224] [--n-train 3000]
 
-Prints one JSON line per input size: {"input_size", "probe_colour", "probe_shape", "encode_img_per_s"}.
+Prints one JSON line per input size: {"input_size", "probe_colour", "probe_shape",
+"probe_colour_heldout", "probe_shape_heldout", "encode_img_per_s", ...}.
 
 The image tower is EfficientNet-Lite0 with its ImageNet weights, locked (eval mode), fed the
 embedded 64 px images resized to `input_size` as the trainer does (litops.train.feature_cache).
 A probe is multinomial logistic regression (L-BFGS, a small L2 penalty) on standardised
-pre-logits features of single-object train images, scored on the val split's single-object
-images. The probes bound what a LiT readout (`Lu`) of the same features can reach; they
+pre-logits features of single-object train images, scored on the single-object images of the
+val split (seen colour x shape combinations) and of the test split (`_heldout`: combinations
+never in train, so a probe must read colour apart from shape). The probes bound what a LiT readout (`Lu`) of the same features can reach; they
 explain the orderings of tests/benchmarks/lit_orderings.py.
 """
 
@@ -31,11 +33,12 @@ def single_object_labels(metas: list[dict], attribute: str, classes: list[str]):
     return torch.tensor(rows), torch.tensor(labels)
 
 
-def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, l2: float = 1e-3) -> float:
+def fit_probe(train_x, train_y, n_classes: int, l2: float = 1e-3):
+    """Standardise, fit multinomial logistic regression; returns predict(x) -> class indices."""
     import torch
 
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    x, xt = (train_x - mean) / std, (test_x - mean) / std
+    x = (train_x - mean) / std
     w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
     b = torch.zeros(n_classes, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
@@ -47,8 +50,8 @@ def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, l2: float = 1
         return loss
 
     opt.step(closure)
-    with torch.no_grad():
-        return float(((xt @ w + b).argmax(1) == test_y).float().mean())
+    w, b = w.detach(), b.detach()
+    return lambda feats: (((feats - mean) / std) @ w + b).argmax(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset_dir = Path(synthesize(cfg, ws)["dataset_dir"])
     train = read_split(dataset_dir, "train", cfg.data.image_size)
     val = read_split(dataset_dir, "val", cfg.data.image_size)
+    test = read_split(dataset_dir, "test", cfg.data.image_size)
     train_images, train_metas = train.images[: args.n_train], train.metas[: args.n_train]
     tasks = {"colour": list(COLOUR_NAMES), "shape": list(SHAPES)}
     cpu = torch.device("cpu")
@@ -82,14 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         f_train = encode(tower, train_images, cpu)
         rate = len(train_images) / (time.perf_counter() - t0)
-        f_val = encode(tower, val.images, cpu)
+        f_val, f_test = encode(tower, val.images, cpu), encode(tower, test.images, cpu)
         line = {"input_size": size, "tower": "efficientnet_lite0 (ImageNet, locked)"}
         for attribute, classes in tasks.items():
             rows, y = single_object_labels(train_metas, attribute, classes)
-            rows_v, y_v = single_object_labels(val.metas, attribute, classes)
-            line[f"probe_{attribute}"] = round(linear_probe(f_train[rows], y, f_val[rows_v], y_v, len(classes)), 4)
+            predict = fit_probe(f_train[rows], y, len(classes))
+            for split, feats, suffix in ((val, f_val, ""), (test, f_test, "_heldout")):
+                rows_v, y_v = single_object_labels(split.metas, attribute, classes)
+                line[f"probe_{attribute}{suffix}"] = round(float((predict(feats[rows_v]) == y_v).float().mean()), 4)
         line.update({"probe_mean": round((line["probe_colour"] + line["probe_shape"]) / 2, 4),
-                     "n_train": len(rows), "n_val": len(rows_v), "encode_img_per_s": round(rate, 1)})
+                     "n_train": len(rows), "encode_img_per_s": round(rate, 1)})
         print(json.dumps(line), flush=True)
     return 0
 

@@ -123,3 +123,25 @@ def test_scratch_towers_need_weights_for_pretrained_modes(tmp_path):
     m = LiTModel(ModelConfig(lock="Lu", pretrained_path=str(tmp_path / "cnn.pt")), 32)
     assert all(torch.equal(a, b) for a, b in zip(m.image_tower.state_dict().values(), src.image_tower.state_dict().values()))
     assert not any(p.requires_grad for p in m.image_tower.parameters())
+
+
+def test_cpu_image_embedding_in_chunks_equals_one_batch(monkeypatch):
+    """On a CPU, embed_images and the feature cache's encode run CPU_IMAGE_CHUNK images at a time
+    (large 224 px batches page-fault on every call); the embeddings are those of one whole batch."""
+    import litops.core.model as core_model
+    from litops.train.feature_cache import encode
+
+    monkeypatch.setattr(core_model, "CPU_IMAGE_CHUNK", 3)
+    lu = _lit("Lu").eval()
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        whole = lu.encode_image(lu.image_tower.preprocess(images))
+        features = lu.image_tower(lu.image_tower.preprocess(images))
+    calls = []
+    real_forward = lu.image_tower.forward
+    monkeypatch.setattr(lu.image_tower, "forward", lambda x: calls.append(len(x)) or real_forward(x))
+    assert torch.allclose(lu.embed_images(images, batch_size=256), whole, atol=1e-5)
+    assert calls == [3, 3, 2]
+    calls.clear()
+    assert torch.allclose(encode(lu.image_tower, images, torch.device("cpu"), batch_size=4), features, atol=1e-5)
+    assert calls == [4, 4]
