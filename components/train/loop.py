@@ -56,6 +56,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, fused where torch has the kernel: on the 2-core CPU a step over MiniLM's 22.7M parameters
+    takes 57 ms with the per-tensor loop, 9.4 ms fused (tests/benchmarks/optimizer_step.py)."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6,
+                             fused=device.type in FUSED_ADAMW_DEVICES)
+
+
 def warmup_cosine(warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
@@ -97,7 +107,7 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
     if tc.compile:  # litops-lit
         forward = torch.compile(forward)
     tokens = model.text_tower.tokenize(data.captions)
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = make_optimizer(model, tc.lr, tc.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc.warmup_steps, tc.steps))
 
     start, resumed_from = 0, None

@@ -13,7 +13,7 @@ import torch
 from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfig
 from litops.core.model import LiTModel
 from litops.train.logger import JsonlLogger
-from litops.train.loop import param_groups, train, warmup_cosine
+from litops.train.loop import make_optimizer, param_groups, train, warmup_cosine
 
 
 def lit_config(**train_kw) -> LitopsConfig:
@@ -81,6 +81,28 @@ def test_adamw_groups_schedule_and_clipping():
                               text_heads=2, vocab_size=256), 32)
     groups = param_groups(lu, 0.05)
     assert not any(p is q for g in groups for p in g["params"] for q in lu.image_tower.parameters())  # locked: none
+
+
+def test_optimizer_is_fused_adamw_and_steps_like_the_per_tensor_loop():
+    """The trainer's AdamW uses torch's fused kernel on the CPU (much faster for MiniLM-sized towers,
+    tests/benchmarks/optimizer_step.py); its update equals the per-tensor reference within fp32 rounding."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(text_width=32, text_heads=2, vocab_size=256, embed_dim=16)
+    model, twin = LiTModel(cfg, 32), LiTModel(cfg, 32)
+    twin.load_state_dict(model.state_dict())
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = make_optimizer(model, 1e-2, 0.05, torch.device("cpu"))
+    assert fused.defaults["fused"] is True
+    loop = torch.optim.AdamW(param_groups(twin, 0.05), lr=1e-2, betas=(0.9, 0.98), eps=1e-6, foreach=False)
+    for step in range(3):
+        for a, b in zip(model.parameters(), twin.parameters()):
+            g = torch.randn_like(a) * (step + 1)
+            a.grad, b.grad = g.clone(), g.clone()
+        fused.step()
+        loop.step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert not torch.equal(a.detach(), initial[name]), f"{name} did not move"
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), name
 
 
 def test_gradients_are_clipped(tiny_dataset, tmp_path, monkeypatch):
