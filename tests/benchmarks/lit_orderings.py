@@ -4,6 +4,7 @@
 
 Prints one JSON line per configuration:
     {"config", "zeroshot_top1_seen", "zeroshot_top1_heldout", "retrieval_r1", ...}
+and draws them as grouped bars in a PNG (`--plot`, default <home>/lit_orderings.png).
 
 Configurations (all: image tower EfficientNet-Lite0 fed the 64 px images resized to 128 px, the
 embedded small text tower from scratch, sigmoid loss, batch 128, the embedded defaults for
@@ -19,7 +20,7 @@ single-object images of the val split (seen colour x shape combinations) and of 
 `--quick` (<= 10 min on a quiet 2-core CPU): 50 steps per configuration instead of 300.
 The dataset is the embedded one (data defaults), generated once under `--home`.
 
-Input size. 128 px is fixed before any ordering was looked at, from linear probes of the locked
+Input size. 128 px was fixed before any ordering was run at that size, from linear probes of the locked
 tower (tests/benchmarks/locked_probe.py): at 64 px its features hold colour 0.66 / shape 0.75,
 at 128 px 0.87 / 0.96, at 224 px 0.87 / 0.98, so 64 px starved the locked tower. 224 px costs
 3-4x more per unlocked (Uu, uu) step on the CPU than 128 px; `--input-size 224` runs it.
