@@ -145,5 +145,6 @@ def test_lit_effnet_minilm_config():
     cfg = load_config(["model=lit_effnet_minilm"])
     assert (cfg.model.image_tower, cfg.model.text_tower, cfg.model.lock) == ("efficientnet_lite0", "minilm", "LU")
     assert cfg.loss.name == "sigmoid" and cfg.train.feature_cache is True
+    assert cfg.model.image_input_size == 0  # the tower's own 224 px (64 px starves the locked ImageNet features)
     assert load_config(["model=lit_effnet_minilm", "train.steps=7"]).train.steps == 7  # CLI overrides still win
     assert load_config([]).model.lock == "uu"  # the embedded default: both towers from scratch
