@@ -15,6 +15,11 @@ CPU_IMAGE_CHUNK = 16  # images per no-grad forward on a CPU: larger batches of 2
 LOCK_MODES = ("locked", "unlocked", "scratch")  # legacy names (old checkpoints); see litops.core.lock
 
 
+def image_chunk(batch_size: int, device: torch.device) -> int:
+    """Images per no-grad image-tower forward: the caller's batch size, capped on a CPU."""
+    return min(batch_size, CPU_IMAGE_CHUNK) if device.type == "cpu" else batch_size
+
+
 class LiTModel(nn.Module):
     def __init__(self, cfg: ModelConfig, image_size: int):
         super().__init__()
@@ -64,7 +69,7 @@ class LiTModel(nn.Module):
     @torch.no_grad()
     def embed_images(self, images_uint8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         device = self.logit_scale.device
-        batch_size = min(batch_size, CPU_IMAGE_CHUNK) if device.type == "cpu" else batch_size
+        batch_size = image_chunk(batch_size, device)
         out = [self.encode_image(self.image_tower.preprocess(images_uint8[i : i + batch_size].to(device)))
                for i in range(0, len(images_uint8), batch_size)]
         return torch.cat(out) if out else torch.empty(0, self.cfg.embed_dim)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 SPLIT_LABELS = {"": "val", "_heldout": "heldout"}
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
@@ -32,7 +32,7 @@ def loss_curve(steps: Sequence[int], values: Sequence[float], path: Path, title:
     ax.set_xlabel("step")
     ax.set_ylabel("train/loss")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrices(confusion: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
@@ -59,7 +59,7 @@ def confusion_matrices(confusion: dict[str, dict[str, Any]], path: Path, title: 
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def recall_bars(recalls: dict[str, dict[str, dict[int, float]]], path: Path, title: str) -> Path:
@@ -82,4 +82,4 @@ def recall_bars(recalls: dict[str, dict[str, dict[int, float]]], path: Path, tit
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -38,13 +38,13 @@ import torch
 
 from litops.core.checkpoint import atomic_save
 from litops.core.config import LitopsConfig
-from litops.core.model import CPU_IMAGE_CHUNK
+from litops.core.model import image_chunk
 from litops.core.pretrained import fingerprint
 from litops.core.shards import IMAGE_KEYS, Split, read_split, shard_urls
 
 CACHE_FORMAT = 1
 FEATURES_DIR = "features"
-ENCODE_BATCH = 256  # on a GPU; a CPU encodes CPU_IMAGE_CHUNK images at a time (litops.core.model)
+ENCODE_BATCH = 256  # capped on a CPU by litops.core.model.image_chunk
 
 
 def say(msg: str) -> None:
@@ -128,7 +128,7 @@ def read_texts(dataset_dir: str | Path, split: str = "train") -> tuple[list[str]
 
 @torch.no_grad()
 def encode(tower, images: torch.Tensor, device: torch.device, batch_size: int = 0) -> torch.Tensor:
-    batch_size = batch_size or (CPU_IMAGE_CHUNK if device.type == "cpu" else ENCODE_BATCH)
+    batch_size = batch_size or image_chunk(ENCODE_BATCH, device)
     was_training = tower.training
     tower.eval()
     out = []

@@ -67,11 +67,9 @@ PLOTTED = (("zeroshot_top1_seen", "zero-shot top-1, seen"), ("zeroshot_top1_held
 
 def plot_orderings(lines: list[dict], path: Path) -> Path:
     """Grouped bars: one group per configuration, one bar per headline metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from litops.evaluate.plots import save_figure  # headless (Agg), no pyplot state
 
     fig = Figure(figsize=(7.0, 4.0))
     ax = fig.add_subplot()
@@ -87,9 +85,7 @@ def plot_orderings(lines: list[dict], path: Path) -> Path:
                  f"{lines[0]['input_size']} px" if lines else "LiT orderings")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(PLOTTED), frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
