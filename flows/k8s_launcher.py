@@ -17,13 +17,13 @@ Lifecycle of `run(spec, log)`:
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any, Callable
 
 from litops.core.component_cli import parse_result
 from litops.core.config import LitopsConfig
 from litops.flows import k8s_render
-from litops.flows.launcher import TAIL_LINES, ComponentFailed, JobResult, JobSpec, LogFn, _ANSI
+from litops.flows.launcher import ComponentFailed, JobResult, JobSpec, LogFn, OutputRelay
+from litops.flows.progress import ProgressRenderer
 
 
 def _get(obj: Any, *path: str, default: Any = None) -> Any:
@@ -46,6 +46,11 @@ def _exit_code(pod: Any) -> int | None:
         if _get(cs, "name") == k8s_render.CONTAINER and (code := _get(cs, "state", "terminated", "exit_code")) is not None:
             return int(code)
     return None
+
+
+def _last_redraw(raw: bytes) -> bytes:
+    """A pod log line's last state: progress bars redraw with \\r."""
+    return raw.rstrip(b"\r\n").rsplit(b"\r", 1)[-1]
 
 
 def _pod_index(pod: Any) -> str:
@@ -111,7 +116,7 @@ class KubernetesJobLauncher:
     # ------------------------------------------------------------------ internals
 
     def _follow(self, spec: JobSpec, name: str, batch, core, log: LogFn) -> JobResult:
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        out = OutputRelay(ProgressRenderer(log))  # the Job's messages; each pod's log: a relay sharing its tail and bar
         streamed: dict[str, int] = {}  # pod name -> lines already emitted
         finished: set[str] = set()  # pods whose end was reported
         results: dict[str, list[str]] = {}  # pod name -> its LITOPS_RESULT lines
@@ -125,7 +130,7 @@ class KubernetesJobLauncher:
                     pname = pod.metadata.name
                     phase = _get(pod, "status", "phase", default="Pending")
                     if _pod_index(pod) == "0" and phase in ("Running", "Succeeded", "Failed") and pname not in finished:
-                        self._stream(core, pname, streamed, results, tail, log)
+                        self._stream(core, pname, streamed, results, out)
                         pod = core.read_namespaced_pod_status(pname, self.ns)
                         phase = _get(pod, "status", "phase", default="Pending")
                     if phase in ("Succeeded", "Failed") and pname not in finished:
@@ -133,21 +138,24 @@ class KubernetesJobLauncher:
                         code = _exit_code(pod)
                         if phase == "Failed":
                             last_exit = code if code is not None else last_exit
-                            self._report_pod_end(pod, code, log, tail)
+                            self._report_pod_end(pod, code, out)
                 if (cond := _condition(job, "Complete")) is not None or _condition(job, "SuccessCriteriaMet") is not None:
                     winner = self._result_pod(pods, results)
                     result = parse_result(results.get(winner, [])) if winner else None
-                    log(f"Job {name} complete")
-                    return JobResult(0, result, list(tail))
+                    out.renderer.log_around(f"Job {name} complete")
+                    return JobResult(0, result, list(out.tail))
                 if (cond := _condition(job, "Failed")) is not None:
                     reason = f"Job {name} {_get(cond, 'reason', default='Failed')}: {_get(cond, 'message', default='')}".strip()
-                    raise ComponentFailed(spec, last_exit if last_exit is not None else 1, list(tail), reason.rstrip(": "))
+                    raise ComponentFailed(spec, last_exit if last_exit is not None else 1, list(out.tail), reason.rstrip(": "))
                 self.sleep(self.cfg.kubernetes.poll_seconds)
         except ComponentFailed:
             raise
         except BaseException as e:  # cancellation (Prefect cancels by raising into the flow) or a broken watch
+            out.close()  # the bar ends before the deletion is reported
             self._delete(batch, core, name, spec, log, why=type(e).__name__)
             raise
+        finally:
+            out.close()
 
     @staticmethod
     def _result_pod(pods: list[Any], results: dict[str, list[str]]) -> str | None:
@@ -156,11 +164,11 @@ class KubernetesJobLauncher:
                 return pod.metadata.name
         return next(reversed(results), None) if results else None
 
-    def _stream(self, core, pod: str, streamed: dict[str, int], results: dict[str, list[str]], tail: deque, log: LogFn) -> None:
+    def _stream(self, core, pod: str, streamed: dict[str, int], results: dict[str, list[str]], out: OutputRelay) -> None:
         """Follow a pod's log until its container ends; lines already shown (a re-opened stream) are skipped."""
         seen = streamed.setdefault(pod, 0)
         if seen == 0:
-            log(f"--- pod {pod} ---")
+            out.renderer.log_around(f"--- pod {pod} ---")
         try:
             resp = core.read_namespaced_pod_log(pod, self.ns, container=k8s_render.CONTAINER, follow=True,
                                                 _preload_content=False)
@@ -168,6 +176,7 @@ class KubernetesJobLauncher:
             if getattr(e, "status", None) in (400, 404):
                 return
             raise
+        pod_out = OutputRelay(out.renderer, out.tail)
         try:
             buf, n = b"", 0
             for chunk in resp.stream(65536):
@@ -176,28 +185,18 @@ class KubernetesJobLauncher:
                 for raw in lines:
                     n += 1
                     if n > seen:
-                        self._emit(raw, pod, results, tail, log)
+                        pod_out.feed(_last_redraw(raw))
             if buf:
                 n += 1
                 if n > seen:
-                    self._emit(buf, pod, results, tail, log)
+                    pod_out.feed(_last_redraw(buf))
             streamed[pod] = max(seen, n)
         finally:
             resp.release_conn()
+            if pod_out.results:
+                results.setdefault(pod, []).extend(pod_out.results)
 
-    @staticmethod
-    def _emit(raw: bytes, pod: str, results: dict[str, list[str]], tail: deque, log: LogFn) -> None:
-        line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r\n")
-        line = line.rsplit("\r", 1)[-1].rstrip()  # progress bars redraw with \r: keep the last state
-        if not line:
-            return
-        if line.startswith("LITOPS_RESULT"):
-            results.setdefault(pod, []).append(line)
-            return
-        tail.append(line)
-        log(line)
-
-    def _report_pod_end(self, pod: Any, code: int | None, log: LogFn, tail: deque) -> None:
+    def _report_pod_end(self, pod: Any, code: int | None, out: OutputRelay) -> None:
         pname = pod.metadata.name
         disrupted = _condition(pod, "DisruptionTarget")
         if disrupted is not None:
@@ -206,8 +205,7 @@ class KubernetesJobLauncher:
                    f"pod, which resumes from the latest checkpoint on the object store")
         else:
             msg = f"pod {pname} failed with exit code {code}; the Job retries it (backoffLimit {self.cfg.kubernetes.backoff_limit})"
-        tail.append(msg)
-        log(msg)
+        out.log(msg)
 
     def _delete(self, batch, core, name: str, spec: JobSpec, log: LogFn, why: str) -> None:
         from kubernetes import client

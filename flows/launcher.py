@@ -1,8 +1,9 @@
 """How a flow starts a component: the Launcher interface and the local-process launcher.
 
 A flow builds a JobSpec and hands it to whichever launcher the config names; it never imports
-a component. Any launcher streams the job's log lines to a callback and returns the
-component's result (its `LITOPS_RESULT {json}` line).
+a component. Any launcher streams the job's log lines to a callback, draws its progress
+(`LITOPS_PROGRESS {json}` lines, flows/progress.py) and returns the component's result (its
+`LITOPS_RESULT {json}` line); OutputRelay sorts the lines for all of them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from litops.core.component_cli import parse_result
+from litops.core import progress
+from litops.core.component_cli import RESULT_PREFIX, parse_result
+from litops.flows.progress import ProgressRenderer
 
 LogFn = Callable[[str], None]
 TAIL_LINES = 40
@@ -74,6 +77,38 @@ class Launcher(Protocol):
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+class OutputRelay:
+    """A component's output, line by line: its result lines kept, its progress drawn, every other line logged.
+
+    Every launcher feeds its job's lines through one of these, so they all treat output the same way.
+    """
+
+    def __init__(self, renderer: ProgressRenderer, tail: deque | None = None):
+        self.renderer = renderer
+        self.tail: deque[str] = tail if tail is not None else deque(maxlen=TAIL_LINES)
+        self.results: list[str] = []  # LITOPS_RESULT lines, kept whole
+
+    def feed(self, raw: bytes) -> None:
+        line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
+        if not line:
+            return
+        if line.startswith(RESULT_PREFIX.strip()):
+            self.results.append(line)
+        elif line.startswith(progress.PREFIX.strip()):
+            if (event := progress.parse(line)) is not None:  # a torn line is dropped, never logged
+                self.renderer.show(event)
+        else:
+            self.log(line)
+
+    def log(self, line: str) -> None:
+        """Log a line of the job (kept in the tail for a failure report) around the live bar."""
+        self.tail.append(line)
+        self.renderer.log_around(line)
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
 class LocalProcessLauncher:
     """Runs `python -m litops.<component> ARGS` as a child process of the flow.
 
@@ -92,9 +127,8 @@ class LocalProcessLauncher:
         return [self.python, "-u", "-m", f"litops.{spec.component}", *spec.args]
 
     def run(self, spec: JobSpec, log: LogFn) -> JobResult:
-        env = {**os.environ, **self.extra_env, **spec.env, "PYTHONUNBUFFERED": "1"}
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
-        lines: list[str] = []  # LITOPS_RESULT lines
+        env = {**os.environ, **self.extra_env, **spec.env, "PYTHONUNBUFFERED": "1", progress.MODE_ENV: "lines"}
+        relay = OutputRelay(ProgressRenderer(log))
         proc, chunks = self._start(spec, env)
         try:
             buf = b""
@@ -102,16 +136,18 @@ class LocalProcessLauncher:
                 buf += chunk
                 *complete, buf = re.split(rb"[\r\n]", buf)
                 for raw in complete:
-                    self._emit(raw, tail, lines, log)
-            self._emit(buf, tail, lines, log)
+                    relay.feed(raw)
+            relay.feed(buf)
             code = proc.wait()
         except BaseException:  # cancelled flow or Ctrl-C: do not leave the child running
             self._stop(proc)
             raise
-        result = parse_result(lines)
+        finally:
+            relay.close()
+        result = parse_result(relay.results)
         if code != 0:
-            raise ComponentFailed(spec, code, list(tail))
-        return JobResult(code, result, list(tail))
+            raise ComponentFailed(spec, code, list(relay.tail))
+        return JobResult(code, result, list(relay.tail))
 
     def _start(self, spec: JobSpec, env: dict[str, str]):
         if self.warm:
@@ -122,17 +158,6 @@ class LocalProcessLauncher:
         proc = subprocess.Popen(self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
         return proc, iter(lambda: proc.stdout.read1(65536), b"")
-
-    @staticmethod
-    def _emit(raw: bytes, tail: deque, lines: list[str], log: LogFn) -> None:
-        line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
-        if not line:
-            return
-        if line.startswith("LITOPS_RESULT"):
-            lines.append(line)  # only result lines are kept whole
-            return
-        tail.append(line)
-        log(line)
 
     @staticmethod
     def _stop(proc) -> None:

@@ -4,11 +4,15 @@
   (a local pipe or a Kubernetes pod log: both carry it).
 - A user error (bad config, bad input) prints one line and exits with a known code; no
   traceback wall.
+- Libraries log warnings and errors only: MLflow's INFO lines (database migrations, system
+  metrics start/stop) would otherwise fill the flow's log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -37,10 +41,23 @@ def parse_result(lines: list[str]) -> dict[str, Any] | None:
     return None
 
 
+def quiet_library_logs() -> None:
+    """MLflow's log level, WARNING unless MLFLOW_LOGGING_LEVEL says otherwise.
+
+    Set both ways: the variable for an MLflow imported later, the loggers for one imported already
+    (a component forked from the flow's warm-start server)."""
+    level = logging.getLevelNamesMapping().get(os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING").upper())
+    if level is None:  # a misspelt level: MLflow reports it itself
+        return
+    logging.getLogger("mlflow").setLevel(level)
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))  # as MLflow sets it
+
+
 def run_main(main: Callable[[list[str] | None], int | None], component: str, argv: list[str] | None = None) -> None:
     """Run a component's main; turn user errors into one line and a known exit code."""
     from litops.core.config import ConfigError
 
+    quiet_library_logs()
     try:
         code = main(argv)
     except ConfigError as e:

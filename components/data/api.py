@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from litops.core.component_cli import UserError
 from litops.core.config import LitopsConfig
 from litops.core.storage import dvc_remote
 from litops.core.workspace import Workspace, resolve_home
+from litops.core.workspace import tracking_uri as default_tracking_uri
 
 from .metadata import read_dataset_json
 from .versioning import DataRepo
@@ -96,4 +98,23 @@ def pull(cfg: LitopsConfig, ws: Workspace | None = None, data_version: str | Non
     ws = workspace_of(cfg, ws)
     r = data_repo(cfg, ws).pull(cfg.data.name, data_version=data_version)
     r["splits"] = (read_dataset_json(ws.dataset_dir(cfg.data.name)) or {}).get("splits", {})
+    return r
+
+
+def checkout(cfg: LitopsConfig, ref: str, ws: Workspace | None = None, tracking_uri: str = "") -> dict[str, Any]:
+    """`data checkout --version REF`: restore a data version (`<md5>.dir`), or the one a registered model
+    version was trained on (`MODEL@ALIAS`, `MODEL/N`), into its own folder; the data repo is left alone.
+
+    Keys: name, data_version, dataset_dir, fetched, seconds, ref, splits; for a model reference also
+    model, model_version, run_id.
+    """
+    from . import model_refs
+
+    ws = workspace_of(cfg, ws)
+    lineage: dict[str, Any] = {"data_version": ref}
+    if not model_refs.is_data_version(ref):
+        lineage = model_refs.resolve(ref, tracking_uri or default_tracking_uri(cfg))
+    r = data_repo(cfg, ws).checkout(cfg.data.name, lineage["data_version"])
+    r.update(lineage, ref=ref)
+    r["splits"] = (read_dataset_json(Path(r["dataset_dir"])) or {}).get("splits", {})
     return r

@@ -1,4 +1,4 @@
-"""`python -m litops.data {synth,add,version,pull}`; ends with a LITOPS_RESULT line."""
+"""`python -m litops.data {synth,add,version,pull,checkout}`; ends with a LITOPS_RESULT line."""
 
 from __future__ import annotations
 
@@ -41,10 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("version", help="synth if needed (synth source), then version the dataset"))
     pl = with_config(sub.add_parser("pull", help="restore the dataset from the DVC remote"))
     pl.add_argument("--data-version", default=None, help="a '<md5>.dir' data version to restore")
+    co = with_config(sub.add_parser("checkout", help="restore a data version into its own folder "
+                                    "(<home>/data-checkouts/<md5>/<name>); the data repo is not changed"))
+    co.add_argument("--version", required=True, help="'<md5>.dir', or a registered model: MODEL@ALIAS "
+                    "(lit-embedded@champion) or MODEL/N (lit-embedded/3) for the data it was trained on")
+    co.add_argument("--tracking-uri", default="", help="MLflow registry of model references "
+                    "(default: mlflow.tracking_uri, else <home>/mlflow.db)")
     return p
 
 
 def _summary(r: dict) -> str:
+    if r["command"] == "checkout":
+        model = f" (the data of {r['model']}/{r['model_version']})" if "model" in r else ""
+        return f"checked out {r['data_version']}{model} into {r['dataset_dir']}"
+    if "committed" not in r:
+        return f"restored {r['name']} {r['data_version']} into {r['dataset_dir']}"
     splits = ", ".join(f"{k}={v}" for k, v in r.get("splits", {}).items())
     state = "new commit" if r.get("committed") else "unchanged"
     return f"dataset {r['name']} ({splits}) at {r['dataset_dir']}: data version {r['data_version']} ({state})"
@@ -61,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         r = api.add_and_version(args.path, cfg)
     elif args.command == "version":
         r = api.prepare(cfg)
+    elif args.command == "checkout":
+        r = api.checkout(cfg, args.version, tracking_uri=args.tracking_uri)
     else:
         r = api.pull(cfg, data_version=args.data_version)
     r["command"] = args.command
-    if "committed" in r:
-        print(_summary(r), file=sys.stderr)
-    else:
-        print(f"restored {r['name']} {r['data_version']} into {r['dataset_dir']}", file=sys.stderr)
+    print(_summary(r), file=sys.stderr)
     emit_result(r)
     return 0

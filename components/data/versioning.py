@@ -1,8 +1,9 @@
 """Data versioning with DVC's Python API: the data repo at <home>/data (git + DVC).
 
 Layout of the data repo:
-    .dvc/            DVC config; config.local (not committed): default remote `litops`
-                     -> <home>/dvc-remote (or remote_url), site cache; the cache
+    .dvc/            DVC config, committed: default remote `litops` -> <home>/dvc-remote
+                     (or remote_url), so a `git clone` can `dvc pull`; config.local (not
+                     committed): DVC's site cache; the cache
     datasets/<name>/ the dataset (tracked by DVC as one directory output)
     datasets/<name>.dvc  committed to git; its `md5` (`<hash>.dir`) is the data version
     quarantine/      rejected samples and ingest reports (git-ignored, never versioned)
@@ -11,7 +12,10 @@ Layout of the data repo:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +29,8 @@ from litops.core.workspace import Workspace
 from .metadata import read_dataset_json
 
 REMOTE_NAME = "litops"
+CHECKOUTS = "data-checkouts"  # under the home, beside (not inside) the data repo
+DATA_VERSION_RE = re.compile(r"^[0-9a-f]{32}\.dir$")
 GIT_USER = ("litops", "litops@localhost")
 GITIGNORE = "/quarantine/\ndatasets/.*.synth-partial/\n"
 
@@ -40,13 +46,67 @@ def _quiet_dvc() -> None:
     """No analytics; DVC's info chatter ("Initialized DVC repository.") is not printed
     (DVC's log handler writes to the original stdout, which carries the result line)."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    import logging
 
     import dvc  # noqa: F401 - its import sets up DVC's loggers (level INFO); lower them after
 
     log = logging.getLogger("dvc")
     if log.getEffectiveLevel() < logging.WARNING and not os.environ.get("LITOPS_DVC_VERBOSE"):
         log.setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def open_dvc_repo(root: Path) -> Iterator[Any]:
+    """An open dvc Repo; DVC's hints ("To track the changes with git...") are muted and
+    anything DVC prints goes to stderr (stdout carries the LITOPS_RESULT line)."""
+    _quiet_dvc()
+    from dvc.repo import Repo
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), Repo(str(root)) as repo:
+        # DVC 3.67 trips pygtrie's "_NoneStep.value" DeprecationWarning on every add.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        repo.scm_context.quiet = True
+        yield repo
+
+
+@contextlib.contextmanager
+def dvc_log_level(level: int) -> Iterator[None]:
+    log = logging.getLogger("dvc")
+    prev = log.level
+    log.setLevel(max(level, log.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        log.setLevel(prev)
+
+
+def init_dvc(root: Path, site_cache_dir: str, no_scm: bool = False) -> None:
+    """`dvc init`, keeping DVC's site cache (state db, indexes) under `root` from the start."""
+    _quiet_dvc()
+    from dvc.repo import Repo
+
+    prev = os.environ.get("DVC_SITE_CACHE_DIR")
+    os.environ["DVC_SITE_CACHE_DIR"] = site_cache_dir
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            Repo.init(str(root), no_scm=no_scm).close()
+    except Exception as e:  # noqa: BLE001
+        raise DataRepoError(f"dvc init failed in {root}: {e}") from None
+    finally:
+        if prev is None:
+            os.environ.pop("DVC_SITE_CACHE_DIR", None)
+        else:
+            os.environ["DVC_SITE_CACHE_DIR"] = prev
+
+
+def check_data_version(data_version: str) -> None:
+    if not DATA_VERSION_RE.match(data_version):
+        raise UserError(f"bad data version '{data_version}' (expected '<32 hex>.dir')")
+
+
+def write_dvc_file(path: Path, data_version: str, out: str) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"outs": [{"md5": data_version, "hash": "md5", "path": out}]}, sort_keys=False))
 
 
 def read_dvc_file(path: Path) -> dict[str, Any] | None:
@@ -86,18 +146,8 @@ class DataRepo:
             raise DataRepoError(f"git {' '.join(args)} failed in {self.root}: {(p.stderr or p.stdout).strip()[:300]}")
         return p
 
-    @contextlib.contextmanager
-    def _repo(self) -> Iterator[Any]:
-        """An open dvc Repo; DVC's hints ("To track the changes with git...") are muted and
-        anything DVC prints goes to stderr (stdout carries the LITOPS_RESULT line)."""
-        _quiet_dvc()
-        from dvc.repo import Repo
-
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), Repo(str(self.root)) as repo:
-            # DVC 3.67 trips pygtrie's "_NoneStep.value" DeprecationWarning on every add.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            repo.scm_context.quiet = True
-            yield repo
+    def _repo(self) -> contextlib.AbstractContextManager[Any]:
+        return open_dvc_repo(self.root)
 
     @property
     def site_cache_dir(self) -> str:
@@ -132,21 +182,7 @@ class DataRepo:
         if not gi.is_file() or gi.read_text() != GITIGNORE:
             gi.write_text(GITIGNORE)
         if not (self.root / ".dvc" / "config").is_file():
-            from dvc.repo import Repo
-
-            # Keep DVC's site cache (state db, indexes) under the repo from the start.
-            prev = os.environ.get("DVC_SITE_CACHE_DIR")
-            os.environ["DVC_SITE_CACHE_DIR"] = self.site_cache_dir
-            try:
-                with contextlib.redirect_stdout(sys.stderr):
-                    Repo.init(str(self.root)).close()
-            except Exception as e:  # noqa: BLE001
-                raise DataRepoError(f"dvc init failed in {self.root}: {e}") from None
-            finally:
-                if prev is None:
-                    os.environ.pop("DVC_SITE_CACHE_DIR", None)
-                else:
-                    os.environ["DVC_SITE_CACHE_DIR"] = prev
+            init_dvc(self.root, self.site_cache_dir)
         if self.remote_url.startswith(("/", ".")) or "://" not in self.remote_url:
             Path(self.remote_url).mkdir(parents=True, exist_ok=True)
         self._configure()
@@ -155,28 +191,34 @@ class DataRepo:
         return self
 
     def _configure(self) -> None:
-        """Repo config (committed): analytics off, no autostage. Local config (this
-        machine only, not committed): the default remote and DVC's site cache under the
-        repo, so a clone on a pod can point at another remote without a commit."""
+        """Repo config (committed): analytics off, no autostage, the default remote with its
+        S3 options (credentials come from the environment, never from here). Local config
+        (this machine only): DVC's site cache under the repo."""
         from dvc.config import Config
 
         cfg = Config(dvc_dir=str(self.root / ".dvc"), validate=False)
-        core = cfg.load_one("repo").get("core", {})
-        if str(core.get("analytics")).lower() != "false" or str(core.get("autostage")).lower() != "false":
+        repo = cfg.load_one("repo")
+        core = repo.get("core", {})
+        if (
+            str(core.get("analytics")).lower() != "false"
+            or str(core.get("autostage")).lower() != "false"
+            or core.get("remote") != REMOTE_NAME
+            or dict(repo.get("remote", {}).get(REMOTE_NAME, {})) != self.remote
+        ):
             with cfg.edit("repo") as conf:
                 conf["core"]["analytics"] = False
                 conf["core"]["autostage"] = False
+                conf["core"]["remote"] = REMOTE_NAME
+                conf["remote"][REMOTE_NAME] = dict(self.remote)
         local = cfg.load_one("local")
         lcore = local.get("core", {})
-        if (
-            lcore.get("remote") != REMOTE_NAME
-            or lcore.get("site_cache_dir") != self.site_cache_dir
-            or dict(local.get("remote", {}).get(REMOTE_NAME, {})) != self.remote
-        ):
+        # A remote left in config.local by older versions would override the committed one.
+        stale = "remote" in lcore or REMOTE_NAME in local.get("remote", {})
+        if stale or lcore.get("site_cache_dir") != self.site_cache_dir:
             with cfg.edit("local") as conf:
-                conf["core"]["remote"] = REMOTE_NAME
+                conf["core"].pop("remote", None)
+                conf["remote"].pop(REMOTE_NAME, None)
                 conf["core"]["site_cache_dir"] = self.site_cache_dir
-                conf["remote"][REMOTE_NAME] = dict(self.remote)
 
     def version(self, dataset_name: str, push: bool = True) -> dict[str, Any]:
         """`dvc add` the dataset dir, commit the .dvc file, push to the remote.
@@ -251,12 +293,9 @@ class DataRepo:
         self.ensure()
         dvcfile = self.dvc_file(dataset_name)
         if data_version is not None:
-            if not data_version.endswith(".dir") or len(data_version) != 36:
-                raise UserError(f"bad data version '{data_version}' (expected '<32 hex>.dir')")
+            check_data_version(data_version)
             if self.current_version(dataset_name) != data_version:
-                import yaml
-
-                dvcfile.write_text(yaml.safe_dump({"outs": [{"md5": data_version, "hash": "md5", "path": dataset_name}]}, sort_keys=False))
+                write_dvc_file(dvcfile, data_version, dataset_name)
                 self._ensure_ignored(dataset_name)
                 self._git("add", str(dvcfile.relative_to(self.root)), "datasets/.gitignore")
                 self._commit_if_staged(f"data: checkout {dataset_name} {data_version}")
@@ -291,6 +330,69 @@ class DataRepo:
             "git_sha": self.git_sha(),
             "seconds": round(time.perf_counter() - t0, 3),
         }
+
+    def checkout_root(self, data_version: str) -> Path:
+        return self.ws.home / CHECKOUTS / data_version.removesuffix(".dir")
+
+    def checkout(self, dataset_name: str, data_version: str) -> dict[str, Any]:
+        """Restore a data version into <home>/data-checkouts/<md5>/<name>/, leaving the data repo
+        (its branch, .dvc files and working tree) as it is.
+
+        That folder is a git-less DVC repo with one .dvc file pointing at the version; it shares
+        the data repo's cache, so versions seen here copy from disk and others come from the remote.
+        Checking out again restores any file changed since. Returns {"name", "data_version",
+        "dataset_dir", "fetched", "seconds"}.
+        """
+        t0 = time.perf_counter()
+        check_data_version(data_version)
+        existed = self.checkout_root(data_version).is_dir()
+        root = self._checkout_repo(data_version)
+        dvcfile = root / f"{dataset_name}.dvc"
+        write_dvc_file(dvcfile, data_version, dataset_name)
+        try:
+            stats = self._pull_version(root, dvcfile, data_version)
+        except UserError:
+            if not existed:  # leave no empty checkout of a version that could not be restored
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+        dataset_dir = root / dataset_name
+        if read_dataset_json(dataset_dir) is None:
+            raise DataRepoError(f"data version {data_version} holds no dataset.json (not a litops dataset)")
+        return {
+            "name": dataset_name,
+            "data_version": data_version,
+            "dataset_dir": str(dataset_dir),
+            "fetched": int(stats.get("stats", {}).get("fetched", 0) if isinstance(stats, dict) else 0),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    def _checkout_repo(self, data_version: str) -> Path:
+        """The git-less DVC repo of one checkout, configured with this repo's remote and cache."""
+        from dvc.config import Config
+
+        root = self.checkout_root(data_version)
+        root.mkdir(parents=True, exist_ok=True)
+        site_cache = str(root / ".dvc" / "tmp" / "site-cache")
+        if not (root / ".dvc" / "config").is_file():
+            init_dvc(root, site_cache, no_scm=True)
+        with Config(dvc_dir=str(root / ".dvc"), validate=False).edit("repo") as conf:
+            conf["core"].update({"analytics": False, "remote": REMOTE_NAME, "site_cache_dir": site_cache})
+            conf["remote"][REMOTE_NAME] = dict(self.remote)
+            if (self.root / ".dvc").is_dir():
+                conf["cache"]["dir"] = str(self.root / ".dvc" / "cache")
+        return root
+
+    def _pull_version(self, root: Path, dvcfile: Path, data_version: str) -> Any:
+        from dvc.exceptions import CheckoutError
+
+        with open_dvc_repo(root) as repo, dvc_log_level(logging.ERROR):  # our one-line error says it all
+            try:
+                return repo.pull(targets=[str(dvcfile)], remote=REMOTE_NAME, force=True)
+            except CheckoutError:
+                raise UserError(f"data version {data_version} is not in the DVC remote {self.remote_url} "
+                                "(or only part of it is)") from None
+            except Exception as e:  # noqa: BLE001
+                raise DataRepoError(f"dvc pull of {data_version} from {self.remote_url} failed: {e}") from None
 
     def _ensure_ignored(self, dataset_name: str) -> None:
         gi = self.root / "datasets" / ".gitignore"

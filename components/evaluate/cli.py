@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, ref in models:
         t1 = time.perf_counter()
         model = load_any_model(ref, uri or "")
-        reports[label] = score_model(model, evalset)
+        reports[label] = score_model(model, evalset, label)
         results[label] = reports[label].metrics
         _log(f"{label}: {len(results[label])} metrics in {time.perf_counter() - t1:.1f}s")
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
+from litops.core.progress import Progress, start as start_progress
 from litops.core.shards import Split, read_split, shard_urls
 
 from . import metrics as M
@@ -93,6 +94,10 @@ class EvalSet:
             for t in p.zeroshot:
                 seen.update(dict.fromkeys(M.prompts_for(t.classes, self.templates)))
         return list(seen)
+
+    def items(self) -> int:
+        """Texts and images one model embeds: the work `score_model` reports progress over."""
+        return len(self.texts()) + sum(len(p.split) for p in self.splits)
 
 
 @dataclass
@@ -201,20 +206,28 @@ def prepare_from_config(dataset_dir: str | Path, cfg) -> EvalSet:
 # --------------------------------------------------------------------------- scoring
 
 
-def _embed_texts(model: Embedder, texts: list[str], batch_size: int) -> torch.Tensor:
-    return model.embed_texts(texts, batch_size=batch_size).detach().float().cpu()
-
-
-def _embed_images(model: Embedder, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return model.embed_images(images, batch_size=batch_size).detach().float().cpu()
+def _embed_in_batches(embed, items, batch_size: int, bar: Progress) -> torch.Tensor:
+    """`embed` (embed_texts or embed_images) one batch at a time, so progress moves between batches."""
+    out = []
+    for i in range(0, len(items), batch_size):
+        batch = items[i : i + batch_size]
+        out.append(embed(batch, batch_size=batch_size).detach().float().cpu())
+        bar.update(len(batch))
+    return torch.cat(out) if out else torch.empty(0, 0)
 
 
 @torch.no_grad()
-def score_model(model: Embedder, evalset: EvalSet) -> ModelReport:
-    """All metrics of one model on a prepared EvalSet."""
+def score_model(model: Embedder, evalset: EvalSet, label: str = "model") -> ModelReport:
+    """All metrics of one model on a prepared EvalSet; progress is reported as `evaluate <label>`."""
+    with start_progress(f"evaluate {label}", evalset.items(), unit="item") as bar:
+        return _score(model, evalset, bar)
+
+
+def _score(model: Embedder, evalset: EvalSet, bar: Progress) -> ModelReport:
+    """score_model's work; each embedded batch of texts or images moves `bar`."""
     texts = evalset.texts()
     row = {t: i for i, t in enumerate(texts)}
-    text_emb = _embed_texts(model, texts, evalset.batch_size) if texts else torch.empty(0, 0)
+    text_emb = _embed_in_batches(model.embed_texts, texts, evalset.batch_size, bar)
 
     def rows(ts: Sequence[str]) -> torch.Tensor:
         return text_emb[torch.tensor([row[t] for t in ts], dtype=torch.long)]
@@ -223,7 +236,7 @@ def score_model(model: Embedder, evalset: EvalSet) -> ModelReport:
     confusion: dict[str, dict[str, Any]] = {}
     recalls: dict[str, dict[str, dict[int, float]]] = {}
     for p in evalset.splits:
-        img = _embed_images(model, p.split.images, evalset.batch_size)
+        img = _embed_in_batches(model.embed_images, p.split.images, evalset.batch_size, bar)
         sfx = p.suffix
 
         r = M.retrieval_metrics(img, rows(p.captions), p.caption_ids, evalset.ks)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from litops.core.component_cli import emit_result
 from litops.core.config import LitopsConfig, config_hash, load_json, to_dict
+from litops.core.storage import dvc_remote
+from litops.core.workspace import Workspace, resolve_home
 from litops.train.logger import FanOutLogger, JsonlLogger, MetricLogger, flatten
 
 
@@ -19,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(an s3://bucket/prefix URI: a local scratch folder mirrored there)")
     p.add_argument("--checkpoint-mirror", default=os.environ.get("LITOPS_CHECKPOINT_MIRROR", ""),  # litops-k8s
                    help="s3://bucket/prefix to mirror checkpoints to and resume from (default: from storage.kind=s3)")
-    p.add_argument("--data-version", default="", help="recorded as a run tag")
+    p.add_argument("--data-version", default="", help="DVC data version ('<md5>.dir'): a run tag and the run's "
+                   "dataset input")
+    p.add_argument("--git-sha", default="", help="code version, recorded as the run's git_sha tag (default: unknown)")
     p.add_argument("--tracking-uri", default="", help="MLflow tracking URI; empty: JSON lines only")
     p.add_argument("--experiment", default="litops")
     p.add_argument("--artifact-location", default="")
@@ -32,10 +36,24 @@ def make_logger(args: argparse.Namespace, cfg: LitopsConfig, ckpt_dir: Path) -> 
         return jsonl, None
     from litops.train.mlflow_logger import MLflowLogger  # only when tracking is asked for
 
-    tags = {"config_hash": config_hash(cfg), "data_version": args.data_version, "litops.step": "train"}
+    tags = {"config_hash": config_hash(cfg), "data_version": args.data_version, "litops.step": "train",
+            "git_sha": args.git_sha or "unknown"}
     mlf = MLflowLogger(args.tracking_uri, args.experiment, ckpt_dir, f"train-{config_hash(cfg)[:8]}", tags,
                        args.artifact_location)
+    mlf.log_config_file(to_dict(cfg))
+    if args.data_version:
+        mlf.log_dataset(cfg.data.name, args.data_version, dataset_source(cfg, Path(args.dataset_dir)))
     return FanOutLogger(jsonl, mlf), mlf.run_id
+
+
+def dataset_source(cfg: LitopsConfig, dataset_dir: Path) -> dict[str, str]:
+    """Where a data version lives: the folder, its DVC data repo and remote. Built from the config
+    alone (the remote's URL, never its options), so nothing from the environment is recorded."""
+    ws = Workspace(resolve_home(cfg.home))
+    source = {"uri": str(dataset_dir.resolve()), "dvc_remote": dvc_remote(cfg, str(ws.dvc_remote))["url"]}
+    if dataset_dir.resolve().is_relative_to(ws.data_repo):
+        source["data_repo"] = str(ws.data_repo)
+    return source
 
 
 class NullLogger:  # litops-k8s: ranks > 0 of a DDP run
@@ -66,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # litops-k8s: under torchrun only rank 0 logs and reports
     logger, run_id = make_logger(args, cfg, ckpt_dir) if main_rank else (NullLogger(), None)
-    logger.log_params(flatten({k: v for k, v in to_dict(cfg).items() if k in ("data", "model", "loss", "train")}))
+    logger.log_params(flatten(to_dict(cfg)))
 
     from litops.train.loop import train  # torch import after argument errors are reported
 

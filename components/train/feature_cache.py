@@ -40,6 +40,7 @@ from litops.core.checkpoint import atomic_save
 from litops.core.config import LitopsConfig
 from litops.core.model import image_chunk
 from litops.core.pretrained import fingerprint
+from litops.core.progress import start as start_progress
 from litops.core.shards import IMAGE_KEYS, Split, read_split, shard_urls
 
 CACHE_FORMAT = 1
@@ -132,8 +133,10 @@ def encode(tower, images: torch.Tensor, device: torch.device, batch_size: int = 
     was_training = tower.training
     tower.eval()
     out = []
-    for i in range(0, len(images), batch_size):
-        out.append(tower(tower.preprocess(images[i : i + batch_size].to(device))).float().cpu())
+    with start_progress("feature cache", len(images), unit="img") as bar:
+        for i in range(0, len(images), batch_size):
+            out.append(tower(tower.preprocess(images[i : i + batch_size].to(device))).float().cpu())
+            bar.update(len(out[-1]))
     tower.train(was_training)
     return torch.cat(out)
 

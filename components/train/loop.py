@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from litops.core.checkpoint import atomic_save, export_model, latest_checkpoint, prune_checkpoints, step_path
 from litops.core.config import LitopsConfig, to_dict
 from litops.core.losses import contrastive_loss
 from litops.core.model import LiTModel
+from litops.core.progress import start as start_progress
 from litops.core.shards import read_split
 from litops.train.logger import MetricLogger
 from litops.train import distributed  # litops-k8s: DDP under torchrun (no-op in one process)
@@ -133,9 +133,8 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
 
     model.train()
     loss_value, seen, t0 = float("nan"), 0, time.perf_counter()
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", unit="step", file=sys.stderr,
-               mininterval=1.0 if sys.stderr.isatty() else 5.0, dynamic_ncols=True)
-    for step in bar:
+    bar = start_progress("train", tc.steps, unit="step", initial=start, silent=not ddp.is_main)
+    for step in range(start, tc.steps):
         idx = ddp.shard(batch_indices(step, bs, len(data), tc.seed))  # litops-k8s: this rank's slice
         batch_tokens = {k: v[idx] for k, v in tokens.items()}
         width = int(batch_tokens["attention_mask"].sum(1).max().clamp_min(1))
@@ -160,7 +159,6 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
         with torch.no_grad():
             model.logit_scale.clamp_(max=math.log(100.0))
         loss_value, seen = loss.item(), seen + bs
-        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
         done = step + 1
         if ddp.is_main and (done % LOG_EVERY == 0 or done == tc.steps):  # litops-k8s: rank 0 logs
             metrics = {"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
@@ -175,6 +173,7 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
             prune_checkpoints(ckpt_dir)
             if mirror is not None:
                 mirror.push(step_path(ckpt_dir, done))
+        bar.update(1, loss=f"{loss_value:.3f}")
     bar.close()
     ddp.report_weights(model)  # litops-k8s: every rank prints its weights' digest (they must agree)
     if not ddp.is_main:  # litops-k8s: rank 0 alone exports and reports the result
