@@ -21,6 +21,7 @@ from typing import Any
 
 from PIL import Image
 
+from litops.core import progress
 from litops.core.component_cli import UserError
 from litops.core.config import LitopsConfig
 from litops.core.workspace import Workspace, resolve_home
@@ -194,13 +195,12 @@ def route_split(key: str, val_fraction: float) -> str:
 # --------------------------------------------------------------------------- ingest
 
 
-def _progress(iterable, total: int, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    tqdm.monitor_interval = 0  # no monitor thread
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, unit="sample", leave=False, mininterval=0.5)
+def _progress(samples: list, desc: str):
+    bar = progress.start(desc, len(samples), unit="sample")
+    for s in samples:
+        yield s
+        bar.update()
+    bar.close()
 
 
 def ingest_id_of(samples: list[RawSample]) -> str:
@@ -258,7 +258,7 @@ def ingest(path: str | Path, cfg: LitopsConfig, ws: Workspace | None = None, qui
     good: list[tuple[str, dict[str, bytes]]] = []
     reencoded = json_replaced = 0
     attr_values: dict[str, list[str]] = {}
-    for s in _progress(samples, len(samples), f"ingest {src.name}"):
+    for s in _progress(samples, f"ingest {src.name}"):
         reason, detail = None, ""
         if s.duplicate or s.key in existing:
             reason, detail = "duplicate_key", ("key already in the dataset" if s.key in existing else "key repeated in the input")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from litops.core import progress
 from litops.core.config import DataConfig, LitopsConfig
 from litops.core.workspace import Workspace, resolve_home
 
@@ -346,24 +347,6 @@ def make_sample(seed: int, split: str, index: int, data: DataConfig) -> tuple[st
 # --------------------------------------------------------------------------- dataset
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(iterable, total: int, desc: str):
-    """A tqdm bar on stderr."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return _NoBar()
-    tqdm.monitor_interval = 0  # no monitor thread
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, unit="img", leave=False, mininterval=0.5)
-
-
 def _workers(total: int, n_tasks: int, workers: int | None) -> int:
     if workers is not None:
         return max(1, min(workers, n_tasks))
@@ -441,7 +424,7 @@ def synthesize(
         for idx, lo in enumerate(range(0, getattr(data, f"n_{split}"), data.shard_size))
     ]
     counts = {s: getattr(data, f"n_{s}") for s in shards.SPLITS}
-    bar = _progress(None, total, f"synth {data.name}")
+    bar = progress.start(f"synth {data.name}", total, unit="img")
     n_workers = _workers(total, len(tasks), workers)
     done = False
     if n_workers > 1:
