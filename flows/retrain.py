@@ -1,12 +1,16 @@
-"""The retraining flow: version data → train → evaluate → register → gate/promote."""
+"""The retraining flow: version data → train → evaluate → register → gate/promote.
+
+Crash-safe: a version registered but never gated is not "up to date"; the next run evaluates
+and gates it ("resuming the gate of version N") instead of skipping it forever.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import subprocess
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,27 +18,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from litops.core.config import LitopsConfig, config_hash
+from litops.core.faults import crash_point, mark_flow_process
 from litops.core.workspace import Workspace, artifact_location, tracking_uri
 from litops.flows import steps
 from litops.flows.config import load_config, write_config
-from litops.flows.launcher import make_launcher
+from litops.flows.launcher import Launcher, make_launcher
+from litops.flows.run_lock import RunInProgress, model_lock
 
-
-class RunInProgress(RuntimeError):
-    pass
-
-
-@contextmanager
-def model_lock(ws: Workspace, model_name: str) -> Iterator[None]:
-    """At most one retrain per model and workspace at a time."""
-    path = ws.home / "locks" / f"{model_name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunInProgress(f"another retrain of '{model_name}' is running in {ws.home}") from None
-        yield
+__all__ = ["RunInProgress", "retrain"]
 
 
 def code_version() -> str:
@@ -66,55 +57,105 @@ def gate_markdown_key(model_name: str) -> str:
     return "litops-gate-" + "".join(c if c.isalnum() else "-" for c in model_name.lower())
 
 
-@flow(name="litops-retrain", log_prints=True)
-def retrain(overrides: list[str] | None = None) -> dict[str, Any]:
-    logger = get_run_logger()
-    cfg: LitopsConfig = load_config(overrides)
+@dataclass
+class RunContext:
+    """What every step of one flow run needs."""
+
+    cfg: LitopsConfig
+    ws: Workspace
+    cfg_path: Path
+    run_dir: Path
+    launcher: Launcher
+    chash: str
+    timer: StepTimer
+    dataset_dir: str = ""
+    data_version: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return self.cfg.registry.model_name
+
+
+def new_context(cfg: LitopsConfig) -> RunContext:
     ws = Workspace(Path(cfg.home)).create()
     run_dir = ws.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    cfg_path = write_config(cfg, run_dir / "config.json")
-    launcher = make_launcher(cfg.launcher.kind, cfg=cfg)
-    chash = config_hash(cfg)
-    timer = StepTimer()
-    summary: dict[str, Any] = {"config_hash": chash, "run_dir": str(run_dir)}
+    return RunContext(cfg, ws, write_config(cfg, run_dir / "config.json"), run_dir,
+                      make_launcher(cfg.launcher.kind, cfg=cfg), config_hash(cfg), StepTimer())
 
-    with model_lock(ws, cfg.registry.model_name):
-        with timer.step("version data"):
-            data = steps.version_data(launcher, cfg_path)
-        dv = data["data_version"]
-        summary["data_version"] = dv
-        with timer.step("lookup"):
-            lookup = steps.lookup_registered(launcher, cfg_path, dv, chash)
-        if (existing := lookup.get("version")) is not None:
-            logger.info(f"up to date: version {existing} of '{cfg.registry.model_name}' was trained on data {dv} "
-                        f"with config {chash}; skipping training")
-            summary.update(status="up_to_date", version=existing, timings=timer.times)
-            logger.info(timer.table())
-            return summary
 
-        tracking = {"uri": tracking_uri(cfg), "experiment": cfg.mlflow.experiment,
-                    "artifact_location": artifact_location(cfg)}
-        ckpt_dir = ws.checkpoints / f"{chash}-{dv.split('.')[0][:12]}"
-        with timer.step("train"):
-            trained = steps.train_model(launcher, cfg_path, data["dataset_dir"], ckpt_dir, dv, tracking, gpus=0)
-        models = {"challenger": trained["model_path"]}
-        if lookup.get("champion_version") is not None:  # re-evaluated now, on the same split
-            models["champion"] = lookup["champion_uri"]
-        with timer.step("evaluate"):
-            evaluation = steps.evaluate(launcher, cfg_path, data["dataset_dir"], run_dir / "eval", models,
-                                        trained["run_id"], tracking["uri"])
-        with timer.step("register"):
-            registered = steps.register(launcher, cfg_path, trained["run_id"], trained["model_path"], dv, chash, code_version())
-        with timer.step("gate"):
-            decision = steps.gate(launcher, cfg_path, run_dir / "gate", registered["version"],
-                                  evaluation["metrics"]["challenger"], evaluation["metrics"].get("champion"),
-                                  lookup.get("champion_version"))
-        create_markdown_artifact(markdown=decision["markdown"], key=gate_markdown_key(cfg.registry.model_name),
-                                 description=f"Promotion gate for {cfg.registry.model_name} v{registered['version']}")
-        logger.info(("PROMOTED" if decision["promoted"] else "NOT PROMOTED") + f": {decision['reason']}")
-        summary.update(status="promoted" if decision["promoted"] else "rejected", version=registered["version"],
-                       champion_version=decision.get("champion_version"), run_id=trained["run_id"],
-                       metrics=evaluation["metrics"]["challenger"], reason=decision["reason"])
-    summary["timings"] = timer.times
-    logger.info(timer.table())
+@flow(name="litops-retrain", log_prints=True)
+def retrain(overrides: list[str] | None = None) -> dict[str, Any]:
+    cfg: LitopsConfig = load_config(overrides)
+    ctx = new_context(cfg)
+    mark_flow_process()
+    with model_lock(ctx.ws.home, ctx.model_name):  # re-entered when `litops run` already holds it
+        summary = {"config_hash": ctx.chash, "run_dir": str(ctx.run_dir), **_retrain_locked(ctx)}
+    summary["timings"] = ctx.timer.times
+    get_run_logger().info(ctx.timer.table())
     return summary
+
+
+def _retrain_locked(ctx: RunContext) -> dict[str, Any]:
+    logger = get_run_logger()
+    with ctx.timer.step("version data"):
+        data = steps.version_data(ctx.launcher, ctx.cfg_path)
+    ctx.dataset_dir, ctx.data_version = data["dataset_dir"], data["data_version"]
+    with ctx.timer.step("lookup"):
+        lookup = steps.lookup_registered(ctx.launcher, ctx.cfg_path, ctx.data_version, ctx.chash)
+    data_version = {"data_version": ctx.data_version}
+    if (existing := lookup.get("version")) is None:
+        return data_version | _train_and_gate(ctx, lookup)
+    if lookup.get("decided"):
+        logger.info(f"up to date: version {existing} of '{ctx.model_name}' was trained on data {ctx.data_version} "
+                    f"with config {ctx.chash}; skipping training")
+        return data_version | {"status": "up_to_date", "version": existing}
+    logger.info(f"resuming the gate of version {existing} of '{ctx.model_name}': it was registered but never gated")
+    return data_version | _resume_gate(ctx, lookup)
+
+
+def _train_and_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
+    tracking = {"uri": tracking_uri(ctx.cfg), "experiment": ctx.cfg.mlflow.experiment,
+                "artifact_location": artifact_location(ctx.cfg)}
+    ckpt_dir = ctx.ws.checkpoints / f"{ctx.chash}-{ctx.data_version.split('.')[0][:12]}"
+    with ctx.timer.step("train"):
+        trained = steps.train_model(ctx.launcher, ctx.cfg_path, ctx.dataset_dir, ckpt_dir, ctx.data_version,
+                                    tracking, gpus=0, git_sha=code_version())
+    crash_point("after_train")
+    evaluation = _evaluate(ctx, trained["model_path"], trained["run_id"], lookup)
+    with ctx.timer.step("register"):
+        registered = steps.register(ctx.launcher, ctx.cfg_path, trained["run_id"], trained["model_path"],
+                                    ctx.data_version, ctx.chash, code_version())
+    crash_point("after_register")
+    return _gate(ctx, registered["version"], trained["run_id"], evaluation, lookup)
+
+
+def _resume_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the registered version from the registry (its model file may be gone) and gate it."""
+    version = lookup["version"]
+    if lookup.get("champion_version") == version:  # a killed gate moved the alias already: only finish it
+        lookup = {**lookup, "champion_version": None, "champion_uri": None}
+    evaluation = _evaluate(ctx, lookup["model_uri"], lookup["train_run_id"], lookup)
+    return {**_gate(ctx, version, lookup["train_run_id"], evaluation, lookup), "resumed": True}
+
+
+def _evaluate(ctx: RunContext, challenger_ref: str, run_id: str, lookup: dict[str, Any]) -> dict[str, Any]:
+    models = {"challenger": challenger_ref}
+    if lookup.get("champion_version") is not None:  # re-evaluated now, on the same split
+        models["champion"] = lookup["champion_uri"]
+    with ctx.timer.step("evaluate"):
+        return steps.evaluate(ctx.launcher, ctx.cfg_path, ctx.dataset_dir, ctx.run_dir / "eval", models,
+                              run_id, tracking_uri(ctx.cfg))
+
+
+def _gate(ctx: RunContext, version: int, run_id: str, evaluation: dict[str, Any],
+          lookup: dict[str, Any]) -> dict[str, Any]:
+    metrics = evaluation["metrics"]
+    with ctx.timer.step("gate"):
+        decision = steps.gate(ctx.launcher, ctx.cfg_path, ctx.run_dir / "gate", version, metrics["challenger"],
+                              metrics.get("champion"), lookup.get("champion_version"))
+    create_markdown_artifact(markdown=decision["markdown"], key=gate_markdown_key(ctx.model_name),
+                             description=f"Promotion gate for {ctx.model_name} v{version}")
+    get_run_logger().info(("PROMOTED" if decision["promoted"] else "NOT PROMOTED") + f": {decision['reason']}")
+    return {"status": "promoted" if decision["promoted"] else "rejected", "version": version,
+            "champion_version": decision.get("champion_version"), "run_id": run_id,
+            "metrics": metrics["challenger"], "reason": decision["reason"]}

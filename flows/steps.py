@@ -42,18 +42,18 @@ def version_data(launcher: Launcher, cfg_path: Path) -> dict[str, Any]:
 
 @task(name="lookup-registered", **TRANSIENT)
 def lookup_registered(launcher: Launcher, cfg_path: Path, data_version: str, config_hash: str) -> dict[str, Any]:
-    """The version already trained on this data + config (if any), and the current champion."""
+    """The version already trained on this data + config (if any, and whether it was gated), and the champion."""
     return run_component(launcher, "register-lookup", "register",
                          ["lookup", "--config", str(cfg_path), "--data-version", data_version, "--config-hash", config_hash])
 
 
 @task(name="train", retries=1, retry_delay_seconds=3, retry_condition_fn=_retry_unless_user_error, cache_policy=NO_CACHE)
 def train_model(launcher: Launcher, cfg_path: Path, dataset_dir: str, ckpt_dir: Path, data_version: str,
-                tracking: dict[str, str], gpus: int) -> dict[str, Any]:
+                tracking: dict[str, str], gpus: int, git_sha: str) -> dict[str, Any]:
     """Retrying is safe: the trainer resumes from the latest checkpoint in ckpt_dir."""
     args = ["--config", str(cfg_path), "--dataset-dir", dataset_dir, "--checkpoint-dir", str(ckpt_dir),
             "--data-version", data_version, "--tracking-uri", tracking["uri"], "--experiment", tracking["experiment"],
-            "--artifact-location", tracking["artifact_location"]]
+            "--artifact-location", tracking["artifact_location"], "--git-sha", git_sha]
     return run_component(launcher, f"train-{ckpt_dir.name[:20]}", "train", args, gpus=gpus)
 
 
@@ -80,6 +80,7 @@ def register(launcher: Launcher, cfg_path: Path, run_id: str, model_file: str, d
 @task(name="gate", **TRANSIENT)
 def gate(launcher: Launcher, cfg_path: Path, out_dir: Path, version: int, challenger: dict[str, float],
          champion: dict[str, float] | None, champion_version: int | None) -> dict[str, Any]:
+    """Idempotent: a decided version returns its decision; a recorded, unapplied promotion is finished."""
     out_dir.mkdir(parents=True, exist_ok=True)
     chal_file = out_dir / "challenger_metrics.json"
     chal_file.write_text(json.dumps(challenger))

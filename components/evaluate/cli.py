@@ -123,8 +123,9 @@ def log_to_run(uri: str, run_id: str, metrics: dict[str, float], plots: list[Pat
 
     client = _client(uri)
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())]
     try:
+        logged = set(client.get_run(run_id).data.metrics)  # a resumed gate evaluates again: no second point
+        items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if k not in logged]
         for i in range(0, len(items), 500):
             client.log_batch(run_id, metrics=items[i : i + 500], synchronous=True)
         for p in plots:

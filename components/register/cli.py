@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config-hash", required=True)
     s.add_argument("--git-sha", default="")
 
-    s = sub.add_parser("gate", parents=[common], help="decide on a challenger version and apply the decision")
+    s = sub.add_parser("gate", parents=[common], help="decide on a challenger version, apply the decision and "
+                                                      "log the challenger's metrics to its LoggedModel")
     s.add_argument("--version", required=True, type=int)
     s.add_argument("--challenger-metrics", required=True, help="JSON file of the challenger's metrics")
     s.add_argument("--champion-metrics", help="JSON file of the champion's metrics (default: its recorded tags)")
@@ -134,18 +135,27 @@ def client_for(cfg: LitopsConfig, tracking_uri: str = ""):
     return connect(tracking_uri_for(argparse.Namespace(tracking_uri=tracking_uri), cfg))
 
 
+def lookup(client, name: str, data_version: str, config_hash: str) -> dict[str, Any]:
+    """The version trained on this data + config, whether it was gated, and the champion (one call)."""
+    from litops.register import registry as reg
+
+    mv = reg.find_version(client, name, data_version, config_hash)
+    champ = reg.champion_version(client, name)
+    return {"version": int(mv.version) if mv else None,
+            "model_uri": f"models:/{name}/{mv.version}" if mv else None,
+            "decided": reg.is_decided(mv) if mv else None,
+            "train_run_id": ((mv.tags or {}).get("train_run_id") or mv.run_id) if mv else None,
+            "champion_version": int(champ.version) if champ else None,
+            "champion_uri": f"models:/{name}@{reg.CHAMPION}" if champ else None}
+
+
 def run_command(args: argparse.Namespace, cfg: LitopsConfig, client) -> dict[str, Any]:
     from litops.register import registry as reg
 
     name = args.model_name or cfg.registry.model_name
     cmd = args.command
-    if cmd == "lookup":  # also names the champion, so the flow needs one call before training
-        mv = reg.find_version(client, name, args.data_version, args.config_hash)
-        champ = reg.champion_version(client, name)
-        return {"version": int(mv.version) if mv else None,
-                "model_uri": f"models:/{name}/{mv.version}" if mv else None,
-                "champion_version": int(champ.version) if champ else None,
-                "champion_uri": f"models:/{name}@{reg.CHAMPION}" if champ else None}
+    if cmd == "lookup":
+        return lookup(client, name, args.data_version, args.config_hash)
     if cmd == "log":
         if not Path(args.model_file).is_file():
             raise UserError(f"model file not found: {args.model_file}")

@@ -18,6 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from litops.core.config import RegistryConfig
+from litops.core.faults import crash_point
 from litops.register.gate import Decision, decide, key_metrics, render_markdown
 
 CHAMPION = "champion"
@@ -25,6 +26,9 @@ HISTORY_TAG = "champion_history"
 HISTORY_MAX = 100
 REQUIRED_TAGS = ("data_version", "git_sha", "config_hash")
 METRIC_TAG_PREFIX = "metric."
+DECISION_TAG = "gate_decision"
+PROMOTING = "promoting"  # a promotion recorded whose alias move has not happened yet
+DECIDED = ("promoted", "rejected", "manual")
 
 
 class RegistryError(ValueError):
@@ -231,12 +235,16 @@ def register_version(client: MlflowClient, model_name: str, run_id: str, model_f
     return result
 
 
-def _version_result(model_name: str, mv: ModelVersion, created: bool) -> dict[str, Any]:
+def _model_id(mv: ModelVersion) -> str | None:
     model_id = getattr(mv, "model_id", None)  # the SQL store leaves it empty; the source names it
     if not model_id and str(mv.source).startswith("models:/m-"):
         model_id = str(mv.source)[len("models:/"):]
+    return model_id or None
+
+
+def _version_result(model_name: str, mv: ModelVersion, created: bool) -> dict[str, Any]:
     return {"version": int(mv.version), "created": created, "model_uri": f"models:/{model_name}/{mv.version}",
-            "model_id": model_id, "run_id": mv.run_id}
+            "model_id": _model_id(mv), "run_id": mv.run_id}
 
 
 # ---------------------------------------------------------------- gate, promote, rollback
@@ -246,13 +254,18 @@ def apply_decision(client: MlflowClient, model_name: str, version: int | str, de
                    challenger_metrics: Mapping[str, Any], cfg: RegistryConfig,
                    champion_version_number: int | str | None = None, run_id: str | None = None,
                    champion_source: str = "") -> dict[str, Any]:
-    """Record `decision` on the version (tags), move `champion` when promoting; returns a result + markdown."""
+    """Record `decision` on the version (tags), move `champion` when promoting; returns a result + markdown.
+
+    Crash-safe order: the decision tag is written last, and a promotion is recorded as
+    `promoting` until the alias has moved, so a killed gate leaves the version undecided or
+    resumable (`gate_version` finishes it), never tagged promoted without the alias.
+    """
     mv = get_version(client, model_name, version)
     v = str(mv.version)
     report = render_markdown(decision, model_name, v, champion_version_number,
                              run_info_text(client, run_id or mv.run_id), champion_source)
+    log_model_metrics(client, mv, challenger_metrics)
     tags = {
-        "gate_decision": decision.label,
         "gate_reason": decision.reason,
         "gate_champion_version": "" if champion_version_number is None else str(champion_version_number),
         "gate_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -263,31 +276,90 @@ def apply_decision(client: MlflowClient, model_name: str, version: int | str, de
             tags[METRIC_TAG_PREFIX + name] = f"{float(challenger_metrics[name]):.6g}"
     for k, val in tags.items():
         client.set_model_version_tag(model_name, v, k, val)
+    client.set_model_version_tag(model_name, v, DECISION_TAG, PROMOTING if decision.promote else decision.label)
     if decision.promote:
-        _set_champion(client, model_name, int(v))
+        _finish_promotion(client, model_name, v)
+    return _decision_result(client, model_name, get_version(client, model_name, v))
+
+
+def log_model_metrics(client: MlflowClient, mv: ModelVersion, metrics: Mapping[str, Any]) -> None:
+    """The challenger's eval metrics on the version's LoggedModel (MLflow 3's model page and search)."""
+    model_id = _model_id(mv)
+    if not model_id or not mv.run_id:  # a version registered without a LoggedModel
+        return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(val), _run_point_time(client, mv.run_id, k, float(val)) or now, 0, model_id=model_id)
+             for k, val in sorted(metrics.items()) if isinstance(val, (int, float)) and not isinstance(val, bool)]
+    if items:
+        client.log_batch(mv.run_id, metrics=items, synchronous=True)
+
+
+def _run_point_time(client: MlflowClient, run_id: str, key: str, value: float) -> int | None:
+    """The timestamp of the run's step-0 point with this value (the evaluate step logged it).
+
+    MLflow keys a run's metric point by (key, timestamp, step, value): reusing the timestamp links
+    the LoggedModel without adding a second point to the run's history."""
+    for point in client.get_metric_history(run_id, key):
+        if point.step == 0 and point.value == value:
+            return point.timestamp
+    return None
+
+
+def _finish_promotion(client: MlflowClient, model_name: str, version: str) -> None:
+    crash_point("before_alias")
+    _set_champion(client, model_name, int(version))
+    client.set_model_version_tag(model_name, version, DECISION_TAG, "promoted")
+
+
+def _decision_result(client: MlflowClient, model_name: str, mv: ModelVersion) -> dict[str, Any]:
+    tags = mv.tags or {}
     current = champion_version(client, model_name)
-    return {"promoted": decision.promote, "reason": decision.reason, "markdown": report, "version": int(v),
+    return {"promoted": tags.get(DECISION_TAG) == "promoted", "reason": tags.get("gate_reason", ""),
+            "markdown": tags.get("gate_report", ""), "version": int(mv.version),
             "champion_version": int(current.version) if current is not None else None}
+
+
+def is_decided(mv: ModelVersion) -> bool:
+    """The gate (or a human) has decided on this version; `promoting` is not yet a decision."""
+    return (mv.tags or {}).get(DECISION_TAG) in DECIDED
 
 
 def recorded_decision(client: MlflowClient, model_name: str, version: int | str) -> dict[str, Any] | None:
     """The gate result already recorded on a version (a retried gate step returns it unchanged)."""
     mv = get_version(client, model_name, version)
+    if (mv.tags or {}).get(DECISION_TAG) not in ("promoted", "rejected"):
+        return None
+    return {**_decision_result(client, model_name, mv), "already_decided": True}
+
+
+def resume_promotion(client: MlflowClient, model_name: str, version: int | str) -> dict[str, Any] | None:
+    """Finish a promotion a killed gate recorded but did not apply, if the champion it beat still holds.
+
+    None when nothing is pending, or when the champion changed since (then the gate decides again).
+    """
+    mv = get_version(client, model_name, version)
     tags = mv.tags or {}
-    if tags.get("gate_decision") not in ("promoted", "rejected"):
+    if tags.get(DECISION_TAG) != PROMOTING:
         return None
     current = champion_version(client, model_name)
-    return {"promoted": tags["gate_decision"] == "promoted", "reason": tags.get("gate_reason", ""),
-            "markdown": tags.get("gate_report", ""), "version": int(mv.version),
-            "champion_version": int(current.version) if current is not None else None, "already_decided": True}
+    holder = "" if current is None else str(current.version)
+    if holder not in (tags.get("gate_champion_version", ""), str(mv.version)):
+        return None
+    _finish_promotion(client, model_name, str(mv.version))
+    return {**_decision_result(client, model_name, get_version(client, model_name, version)), "resumed": True}
 
 
 def gate_version(client: MlflowClient, model_name: str, version: int | str, challenger_metrics: Mapping[str, Any],
                  cfg: RegistryConfig, champion_metrics: Mapping[str, Any] | None = None,
                  champion_version_number: int | str | None = None, force: bool = False) -> dict[str, Any]:
     """Decide and apply. The champion defaults to the current alias; its metrics default to its tags."""
-    if not force and (done := recorded_decision(client, model_name, version)) is not None:
-        return done
+    if not force:
+        if (done := recorded_decision(client, model_name, version)) is not None:
+            return done
+        if (finished := resume_promotion(client, model_name, version)) is not None:
+            return finished
     if champion_version_number is None:
         current = champion_version(client, model_name)
         champion_version_number = int(current.version) if current is not None else None

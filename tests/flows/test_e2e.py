@@ -51,6 +51,13 @@ def test_retrain_promotes_then_skips_then_rejects_a_worse_challenger(harness, ho
     for tag in ("data_version", "git_sha", "config_hash", "train_run_id"):
         assert champ.tags.get(tag), f"tag {tag} missing: {champ.tags}"
     assert champ.tags["data_version"] == first["data_version"] and champ.tags["data_version"].endswith(".dir")
+    assert client.get_run(first["run_id"]).data.tags["git_sha"] == champ.tags["git_sha"]  # the flow's code version
+    logged_model = client.get_logged_model(champ.source.removeprefix("models:/"))  # the gate logged the eval metrics
+    logged = {m.key: m.value for m in logged_model.metrics}
+    assert logged["zeroshot_top1"] == pytest.approx(first["metrics"]["zeroshot_top1"])
+    for key in ("zeroshot_top1", "train/loss"):  # linking the model or resuming adds no second point
+        steps = [m.step for m in client.get_metric_history(first["run_id"], key)]
+        assert len(steps) == len(set(steps)), (key, steps)
 
     # A fresh process loads the champion through MLflow and gets unit-norm embeddings that match.
     probe = textwrap.dedent(f"""

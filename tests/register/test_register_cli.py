@@ -21,8 +21,9 @@ def _run_in_process(argv, capsys):
 def test_cli_in_process_lookup_champion_gate(store, tmp_path, capsys):
     code, out, _ = _run_in_process(["lookup", "--tracking-uri", store.uri, "--data-version", "x",
                                     "--config-hash", "y", "--model-name", "cli-none"], capsys)
-    assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None,
-                                                            "champion_version": None, "champion_uri": None}
+    assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None, "decided": None,
+                                                            "train_run_id": None, "champion_version": None,
+                                                            "champion_uri": None}
 
     code, out, _ = _run_in_process(["champion", "--tracking-uri", store.uri, "--model-name", "cli-none"], capsys)
     assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None}
@@ -71,4 +72,4 @@ def test_cli_models_and_lookup_in_subprocesses(store):
     assert [r["version"] for r in models["rows"]] == [1]
     assert models["rows"][0]["data_version"] == "0123456789abcdef.dir"
     assert {k: out["lookup"][1][k] for k in ("version", "model_uri")} == {"version": 1, "model_uri": "models:/lit-embedded/1"}
-    assert "champion_version" in out["lookup"][1]
+    assert "champion_version" in out["lookup"][1] and out["lookup"][1]["train_run_id"] == store.run_id
