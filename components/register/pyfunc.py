@@ -1,113 +1,25 @@
-"""The MLflow pyfunc wrapper around an exported LiT model file.
+"""Log an exported LiT model file as a self-contained MLflow pyfunc.
 
-Input: a DataFrame with optional columns `image` (encoded image bytes, JPEG/PNG/...) and
-`text` (str). Output: a DataFrame with `image_embedding` and/or `text_embedding` columns,
-L2-normalised lists of floats, one per row; a missing input value gives None.
-
-`load_context` exposes the torch model as `self.lit_model`, so evaluation code can use
-`mlflow.pyfunc.load_model(uri).unwrap_python_model().lit_model` directly.
+The logged model carries its code (litops.register.pyfunc_code) and pins its PyPI
+requirements (litops.register.pyfunc_requirements), so `mlflow.pyfunc.load_model` and
+`mlflow models serve` work in an environment built from its requirements.txt alone. The class
+it runs is litops.register.pyfunc_model.LiTPyfunc.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
-import math
-from typing import Any
+import tempfile
+import warnings
+from pathlib import Path
 
 import mlflow.pyfunc
-import pandas as pd
 
-MODEL_ARTIFACT = "model"  # artifacts key of the exported model file
-IMAGE_COL, TEXT_COL = "image", "text"
-IMAGE_OUT, TEXT_OUT = "image_embedding", "text_embedding"
+from litops.register.pyfunc_code import stage_code
+from litops.register.pyfunc_model import IMAGE_COL, IMAGE_OUT, MODEL_ARTIFACT, TEXT_COL, TEXT_OUT
+from litops.register.pyfunc_model import LiTPyfunc  # noqa: F401  models logged without code/ import it from here
+from litops.register.pyfunc_requirements import model_config, pip_requirements
 
-
-def _missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _image_bytes(value: Any, row: int) -> bytes:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):  # base64 text (e.g. JSON clients that skip schema decoding)
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(f"row {row}: column 'image' holds a string that is not base64-encoded image bytes") from None
-    raise ValueError(f"row {row}: column 'image' must hold encoded image bytes, got {type(value).__name__}")
-
-
-def decode_image(data: bytes, size: int, row: int = 0):
-    """Encoded image bytes -> uint8 array [size, size, 3]: RGB, centre-cropped, resized (as in training)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from litops.core.shards import to_square  # the same preprocessing the training data gets
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return to_square(img, size)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"row {row}: cannot decode image ({len(data)} bytes): {e}") from None
-
-
-class LiTPyfunc(mlflow.pyfunc.PythonModel):
-    """Embeds images and/or texts with a LiT model."""
-
-    lit_model = None
-    image_size: int = 0
-
-    def load_context(self, context) -> None:
-        from litops.core.checkpoint import load_model
-
-        model, cfg = load_model(context.artifacts[MODEL_ARTIFACT], map_location="cpu")
-        self.lit_model = model.eval()
-        self.image_size = int(cfg.data.image_size)
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        import numpy as np
-        import torch
-
-        if self.lit_model is None:
-            raise RuntimeError("LiTPyfunc: model not loaded (load it with mlflow.pyfunc.load_model)")
-        if not isinstance(model_input, pd.DataFrame):
-            model_input = pd.DataFrame(model_input)
-        if IMAGE_COL not in model_input.columns and TEXT_COL not in model_input.columns:
-            raise ValueError(f"input needs an '{IMAGE_COL}' and/or a '{TEXT_COL}' column; "
-                             f"got columns {list(model_input.columns)}")
-        n = len(model_input)
-        out: dict[str, list] = {}
-
-        if IMAGE_COL in model_input.columns:
-            values = list(model_input[IMAGE_COL])
-            rows = [i for i, v in enumerate(values) if not _missing(v)]
-            arrays = [decode_image(_image_bytes(values[i], i), self.image_size, i) for i in rows]
-            col: list = [None] * n
-            if rows:
-                pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-                emb = self.lit_model.embed_images(pixels).float().cpu().tolist()
-                for i, e in zip(rows, emb):
-                    col[i] = e
-            out[IMAGE_OUT] = col
-
-        if TEXT_COL in model_input.columns:
-            values = list(model_input[TEXT_COL])
-            rows = [i for i, v in enumerate(values) if not _missing(v)]
-            for i in rows:
-                if not isinstance(values[i], str):
-                    raise ValueError(f"row {i}: column 'text' must hold a string, got {type(values[i]).__name__}")
-            col = [None] * n
-            if rows:
-                emb = self.lit_model.embed_texts([values[i] for i in rows]).float().cpu().tolist()
-                for i, e in zip(rows, emb):
-                    col[i] = e
-            out[TEXT_OUT] = col
-
-        return pd.DataFrame(out, index=model_input.index)
+ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")  # models-from-code: no cloudpickle
 
 
 def signature():
@@ -122,32 +34,17 @@ def signature():
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def pip_requirements() -> list[str]:
-    """Pinned to what this process runs; the `litops` package itself must be installed too."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    reqs = []
-    for dist in ("mlflow", "torch", "pillow", "numpy", "pandas", "webdataset"):
-        try:
-            reqs.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError:
-            reqs.append(dist)
-    return reqs
-
-
 def log_pyfunc(model_file: str, name: str = "model"):
     """Log the pyfunc into the active run; returns MLflow's ModelInfo. Fast: no env inference."""
-    import warnings
-    from pathlib import Path
-
-    with warnings.catch_warnings():
+    requirements = pip_requirements(model_config(str(model_file)))
+    with tempfile.TemporaryDirectory(prefix="litops-pyfunc-code-") as staging, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         return mlflow.pyfunc.log_model(
             name=name,
-            # models-from-code: the class is imported from the installed litops package, not pickled
-            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            python_model=str(ENTRY_FILE),
+            code_paths=stage_code(Path(staging)),
             artifacts={MODEL_ARTIFACT: str(model_file)},
             signature=signature(),
-            pip_requirements=pip_requirements(),
-            metadata={"litops": "LiT image-text embedder; needs the litops package importable"},
+            pip_requirements=requirements,
+            metadata={"litops": "LiT image-text embedder; ships litops.core in code/, needs only requirements.txt"},
         )
