@@ -28,4 +28,6 @@ class HashWordTokenizer:
         for row, words in enumerate(rows):
             if words:
                 ids[row, : len(words)] = torch.tensor([self.word_id(w) for w in words])
-        return {"input_ids": ids, "attention_mask": (ids != PAD_ID).long()}
+        mask = ids != PAD_ID
+        mask[:, 0] = True  # a text without words attends to one pad token: an all-masked row gives NaN
+        return {"input_ids": ids, "attention_mask": mask.long()}
