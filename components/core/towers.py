@@ -86,7 +86,7 @@ ImageTowerBuilder = Callable[[ModelConfig, int], ImageTower]
 TextTowerBuilder = Callable[[ModelConfig], TextTower]
 
 IMAGE_TOWERS: dict[str, ImageTowerBuilder] = {
-    "scratch_cnn": lambda cfg, image_size: ScratchCNN(cfg.image_width, cfg.image_input_size or image_size),  # litops-lit
+    "scratch_cnn": lambda cfg, image_size: ScratchCNN(cfg.image_width, cfg.image_input_size or image_size),
 }
 TEXT_TOWERS: dict[str, TextTowerBuilder] = {
     "scratch_transformer": lambda cfg: ScratchTransformer(
@@ -96,24 +96,24 @@ TEXT_TOWERS: dict[str, TextTowerBuilder] = {
 
 
 def build_image_tower(cfg: ModelConfig, image_size: int) -> ImageTower:
-    if cfg.image_tower not in IMAGE_TOWERS:  # litops-lit: timm towers (efficientnet_lite0, timm:<name>)
+    if cfg.image_tower not in IMAGE_TOWERS:  # timm towers (efficientnet_lite0, timm:<name>)
         from litops.core.pretrained import build_image
 
         tower = build_image(cfg, image_size)
         if tower is not None:
             return tower
         raise ValueError(f"unknown model.image_tower {cfg.image_tower!r}; known: "
-                         f"{', '.join(sorted(IMAGE_TOWERS))}, efficientnet_lite0, timm:<name>")  # litops-lit
+                         f"{', '.join(sorted(IMAGE_TOWERS))}, efficientnet_lite0, timm:<name>")
     return IMAGE_TOWERS[cfg.image_tower](cfg, image_size)
 
 
 def build_text_tower(cfg: ModelConfig) -> TextTower:
-    if cfg.text_tower not in TEXT_TOWERS:  # litops-lit: transformers towers (minilm, hf)
+    if cfg.text_tower not in TEXT_TOWERS:  # transformers towers (minilm, hf)
         from litops.core.pretrained import build_text
 
         tower = build_text(cfg)
         if tower is not None:
             return tower
         raise ValueError(f"unknown model.text_tower {cfg.text_tower!r}; known: "
-                         f"{', '.join(sorted(TEXT_TOWERS))}, minilm, hf")  # litops-lit
+                         f"{', '.join(sorted(TEXT_TOWERS))}, minilm, hf")
     return TEXT_TOWERS[cfg.text_tower](cfg)

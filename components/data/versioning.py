@@ -244,7 +244,7 @@ class DataRepo:
             if not data_version:
                 raise DataRepoError(f"dvc add wrote no md5 to {dvcfile}")
             self._git("add", str(dvcfile.relative_to(self.root)), "datasets/.gitignore")
-            targets = [str(dvcfile)] + self._add_features(repo, dataset_name)  # litops-lit: locked-tower feature caches
+            targets = [str(dvcfile)] + self._add_features(repo, dataset_name)  # locked-tower feature caches
             committed = self._commit_if_staged(f"data: {dataset_name} {data_version}")
             pushed = 0
             if push:
@@ -262,7 +262,7 @@ class DataRepo:
             "seconds": round(time.perf_counter() - t0, 3),
         }
 
-    def features_dir(self, dataset_name: str) -> Path:  # litops-lit: see litops.train.feature_cache
+    def features_dir(self, dataset_name: str) -> Path:  # see litops.train.feature_cache
         return self.root / "features" / dataset_name
 
     def _add_features(self, repo: Any, dataset_name: str) -> list[str]:
@@ -306,7 +306,7 @@ class DataRepo:
         with self._repo() as repo:
             try:
                 stats = repo.pull(targets=[str(dvcfile)], remote=REMOTE_NAME, force=True)
-                fdvc = self.features_dir(dataset_name).parent / f"{dataset_name}.dvc"  # litops-lit
+                fdvc = self.features_dir(dataset_name).parent / f"{dataset_name}.dvc"
                 if fdvc.is_file():  # the feature caches travel with the data; a missing one is recomputed
                     try:
                         repo.pull(targets=[str(fdvc)], remote=REMOTE_NAME, force=True)

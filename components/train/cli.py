@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-dir", required=True, help="folder holding train/*.tar shards")
     p.add_argument("--checkpoint-dir", required=True, help="checkpoints go here; an existing one is resumed "
                    "(an s3://bucket/prefix URI: a local scratch folder mirrored there)")
-    p.add_argument("--checkpoint-mirror", default=os.environ.get("LITOPS_CHECKPOINT_MIRROR", ""),  # litops-k8s
+    p.add_argument("--checkpoint-mirror", default=os.environ.get("LITOPS_CHECKPOINT_MIRROR", ""),
                    help="s3://bucket/prefix to mirror checkpoints to and resume from (default: from storage.kind=s3)")
     p.add_argument("--data-version", default="", help="DVC data version ('<md5>.dir'): a run tag and the run's "
                    "dataset input")
@@ -56,7 +56,7 @@ def dataset_source(cfg: LitopsConfig, dataset_dir: Path) -> dict[str, str]:
     return source
 
 
-class NullLogger:  # litops-k8s: ranks > 0 of a DDP run
+class NullLogger:  # ranks > 0 of a DDP run
     def log_params(self, params) -> None: ...
     def log_metrics(self, metrics, step: int) -> None: ...
     def close(self, status: str = "FINISHED") -> None: ...
@@ -80,9 +80,9 @@ def checkpoint_target(args: argparse.Namespace, cfg: LitopsConfig):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_json(args.config) if args.config else LitopsConfig()
-    ckpt_dir, mirror = checkpoint_target(args, cfg)  # litops-k8s: local folder + optional S3 mirror
+    ckpt_dir, mirror = checkpoint_target(args, cfg)  # local folder + optional S3 mirror
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    main_rank = int(os.environ.get("RANK", "0")) == 0  # litops-k8s: under torchrun only rank 0 logs and reports
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 logs and reports
     logger, run_id = make_logger(args, cfg, ckpt_dir) if main_rank else (NullLogger(), None)
     logger.log_params(flatten(to_dict(cfg)))
 
@@ -90,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(cfg, Path(args.dataset_dir), ckpt_dir, logger, mirror=mirror,
-                       data_version=args.data_version)  # litops-lit: recorded beside the feature cache
+                       data_version=args.data_version)  # recorded beside the feature cache
     except BaseException:
         logger.close("FAILED")
         raise
     logger.close("FINISHED")
-    if not main_rank:  # litops-k8s
+    if not main_rank:
         return 0
     emit_result({**result.as_dict(), "run_id": run_id, "config_hash": config_hash(cfg)})
     return 0

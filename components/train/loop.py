@@ -19,8 +19,8 @@ from litops.core.model import LiTModel
 from litops.core.progress import start as start_progress
 from litops.core.shards import read_split
 from litops.train.logger import MetricLogger
-from litops.train import distributed  # litops-k8s: DDP under torchrun (no-op in one process)
-from litops.train import feature_cache, gradcache  # litops-lit: locked-tower feature cache, GradCache step
+from litops.train import distributed  # DDP under torchrun (no-op in one process)
+from litops.train import feature_cache, gradcache  # locked-tower feature cache, GradCache step
 
 LOG_EVERY = 10
 MODEL_FILE = "model.pt"
@@ -93,28 +93,28 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    ddp = distributed.from_env(tc.device)  # litops-k8s: rank/world from torchrun; world 1 otherwise
+    ddp = distributed.from_env(tc.device)  # rank/world from torchrun; world 1 otherwise
     device = ddp.device if ddp.active else pick_device(tc.device)
     torch.manual_seed(tc.seed)
 
-    model = LiTModel(cfg.model, cfg.data.image_size).to(device)  # litops-lit: built first (the cache keys on it)
-    cached = feature_cache.train_split(cfg, model, dataset_dir, device, data_version, write=ddp.is_main)  # litops-lit
-    data, features = cached.data, cached.features  # litops-lit: features [N, D] of a locked image tower, or None
+    model = LiTModel(cfg.model, cfg.data.image_size).to(device)  # built first (the cache keys on it)
+    cached = feature_cache.train_split(cfg, model, dataset_dir, device, data_version, write=ddp.is_main)
+    data, features = cached.data, cached.features  # features [N, D] of a locked image tower, or None
     bs = min(tc.batch_size, len(data))
-    ddp.local_batch(bs)  # litops-k8s: the global batch must split evenly over the ranks
-    forward = ddp.wrap(model)  # litops-k8s: DDP wrapper (the model itself in one process)
-    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")  # litops-lit
-    if tc.compile:  # litops-lit
+    ddp.local_batch(bs)  # the global batch must split evenly over the ranks
+    forward = ddp.wrap(model)  # DDP wrapper (the model itself in one process)
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
+    if tc.compile:
         forward = torch.compile(forward)
     tokens = model.text_tower.tokenize(data.captions)
     optimizer = make_optimizer(model, tc.lr, tc.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc.warmup_steps, tc.steps))
 
     start, resumed_from = 0, None
-    if mirror is not None:  # litops-k8s: the newest checkpoint on the object store (a replacement pod)
+    if mirror is not None:  # the newest checkpoint on the object store (a replacement pod)
         mirror.pull(ckpt_dir)
     last = latest_checkpoint(ckpt_dir) if ddp.is_main else None
-    agreed = ddp.agree_step(distributed.checkpoint_step(last))  # litops-k8s: every rank resumes rank 0's step
+    agreed = ddp.agree_step(distributed.checkpoint_step(last))  # every rank resumes rank 0's step
     last = step_path(ckpt_dir, agreed) if agreed is not None else None
     if last is not None:
         state = torch.load(last, map_location=device, weights_only=False)
@@ -124,7 +124,7 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
         start = resumed_from = state["step"]
         print(f"resuming from {last.name} (step {start}/{tc.steps})", file=sys.stderr, flush=True)
     else:
-        logger.log_params({"n_train": len(data), "device": str(device), "feature_cache": cached.status,  # litops-lit
+        logger.log_params({"n_train": len(data), "device": str(device), "feature_cache": cached.status,
                            "precision": "bf16" if bf16 else "fp32"})
 
     def state_at(step: int) -> dict[str, Any]:
@@ -135,17 +135,17 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
     loss_value, seen, t0 = float("nan"), 0, time.perf_counter()
     bar = start_progress("train", tc.steps, unit="step", initial=start, silent=not ddp.is_main)
     for step in range(start, tc.steps):
-        idx = ddp.shard(batch_indices(step, bs, len(data), tc.seed))  # litops-k8s: this rank's slice
+        idx = ddp.shard(batch_indices(step, bs, len(data), tc.seed))  # this rank's slice
         batch_tokens = {k: v[idx] for k, v in tokens.items()}
         width = int(batch_tokens["attention_mask"].sum(1).max().clamp_min(1))
         batch_tokens = {k: v[:, :width].to(device) for k, v in batch_tokens.items()}
-        # litops-lit: cached features or (augmented) pixels; direct or GradCache forward+backward, bf16 on CUDA
+        # cached features or (augmented) pixels; direct or GradCache forward+backward, bf16 on CUDA
         if features is not None:
             pixels, feats = None, features[idx].to(device)
         else:
             images = feature_cache.augment(data.images[idx], tc.augment, step, tc.seed)
             pixels, feats = model.image_tower.preprocess(images.to(device)), None
-        if ddp.active:  # litops-k8s: exact global loss over all ranks
+        if ddp.active:  # exact global loss over all ranks
             def loss_fn(img, txt, scale, bias):
                 return ddp.loss(cfg.loss.name, img, txt, scale, bias)
         else:
@@ -160,7 +160,7 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
             model.logit_scale.clamp_(max=math.log(100.0))
         loss_value, seen = loss.item(), seen + bs
         done = step + 1
-        if ddp.is_main and (done % LOG_EVERY == 0 or done == tc.steps):  # litops-k8s: rank 0 logs
+        if ddp.is_main and (done % LOG_EVERY == 0 or done == tc.steps):  # rank 0 logs
             metrics = {"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
                        "train/logit_scale": model.logit_scale.detach().exp().item(),
                        "train/logit_bias": model.logit_bias.detach().item(),
@@ -168,15 +168,15 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
             if grad_norm is not None:
                 metrics["train/grad_norm"] = float(grad_norm)
             logger.log_metrics(metrics, step=done)
-        if ddp.is_main and (done % tc.checkpoint_every == 0 or done == tc.steps):  # litops-k8s: rank 0 writes
+        if ddp.is_main and (done % tc.checkpoint_every == 0 or done == tc.steps):  # rank 0 writes
             atomic_save(state_at(done), step_path(ckpt_dir, done))
             prune_checkpoints(ckpt_dir)
             if mirror is not None:
                 mirror.push(step_path(ckpt_dir, done))
         bar.update(1, loss=f"{loss_value:.3f}")
     bar.close()
-    ddp.report_weights(model)  # litops-k8s: every rank prints its weights' digest (they must agree)
-    if not ddp.is_main:  # litops-k8s: rank 0 alone exports and reports the result
+    ddp.report_weights(model)  # every rank prints its weights' digest (they must agree)
+    if not ddp.is_main:  # rank 0 alone exports and reports the result
         return TrainResult(str(ckpt_dir / MODEL_FILE), tc.steps, resumed_from, loss_value, 0.0)
 
     final = latest_checkpoint(ckpt_dir)
@@ -185,7 +185,7 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
         final = step_path(ckpt_dir, start)
     state = torch.load(final, map_location="cpu", weights_only=False)
     export_model(state, ckpt_dir / MODEL_FILE)
-    if mirror is not None:  # litops-k8s
+    if mirror is not None:
         mirror.push(ckpt_dir / MODEL_FILE, keep=None)
     elapsed = time.perf_counter() - t0
     return TrainResult(str(ckpt_dir / MODEL_FILE), state["step"], resumed_from, loss_value, seen / elapsed if seen else 0.0)
