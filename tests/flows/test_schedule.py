@@ -98,8 +98,10 @@ def test_cron_run_and_data_trigger_run_complete_on_a_persistent_server(tmp_path)
 
         added = _litops(home, "data", "add", str(extra / "train"), *TINY)
         assert "event litops.data.committed" in added.stdout, added.stdout
+        manual = _post(url, f"/deployments/{scheduled['deployment_id']}/create_flow_run", {})  # races the trigger
         triggered = _wait_for_run(url, "AUTOMATION", deploy_log, timeout=150)
         assert triggered["state"]["type"] == "COMPLETED", triggered["state"]
+        _assert_ran_one_at_a_time(url, triggered["id"], manual["id"], deploy_log)
         versions = _registry(home).search_model_versions("name='lit-embedded'")
         new = [v for v in versions if v.tags.get("data_version") != first_data]
         assert len(new) == 1 and new[0].tags.get("gate_decision") in ("promoted", "rejected"), \
@@ -112,6 +114,22 @@ def test_cron_run_and_data_trigger_run_complete_on_a_persistent_server(tmp_path)
             os.killpg(deploy.pid, signal.SIGKILL)
         _litops(home, "server", "stop")
     assert not (home / "prefect" / "server.json").exists()
+
+
+def _assert_ran_one_at_a_time(url: str, first_id: str, second_id: str, deploy_log: Path) -> None:
+    """The deployment's concurrency limit is 1: two runs fired together never overlap in time."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        runs = {r["id"]: r for r in _runs(url)}
+        if runs[second_id]["state"]["type"] == "COMPLETED" and runs[first_id]["state"]["type"] == "COMPLETED":
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"the second run did not complete: {runs[second_id]['state']}\n"
+                             f"{deploy_log.read_text()[-3000:]}")
+    at = datetime.fromisoformat
+    a, b = sorted((runs[first_id], runs[second_id]), key=lambda r: at(r["start_time"]))
+    assert at(a["end_time"]) <= at(b["start_time"]), (a["start_time"], a["end_time"], b["start_time"])
 
 
 def _check_prefect_cli(url: str, run_name: str) -> None:
