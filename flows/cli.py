@@ -101,9 +101,17 @@ def _data_add(path: str, overrides: list[str]) -> int:
     from litops.flows.config import load_config
     from litops.flows.events import emit_data_committed
     from litops.flows.server import use_if_running
+    from litops.core.component_cli import EXIT_BAD_INPUT
 
+    source = Path(path).expanduser()
+    if not source.is_dir() and not (source.is_file() and source.name.lower().endswith((".tar", ".tar.gz", ".tgz"))):
+        # before the workspace is created; the data component checks the rest
+        what = "is not a .tar shard or a folder" if source.exists() else "does not exist"
+        print(f"litops: data add: {source} {what}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    source = source.resolve()
     cfg = load_config(overrides)
-    code, result = _component_result("data", ["add", str(Path(path).resolve())], overrides)
+    code, result = _component_result("data", ["add", str(source)], overrides)
     if code != 0 or not result or not result.get("committed"):
         return code
     _prepare_env(cfg.home)

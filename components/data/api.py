@@ -59,8 +59,10 @@ def add_and_version(path: str, cfg: LitopsConfig, ws: Workspace | None = None) -
     total, good, bad, bad_fraction, by_reason, added, reencoded, quarantine, report.
     """
     from .ingestion import ingest
+    from .reading import check_input
 
     t0 = time.perf_counter()
+    check_input(path)  # a bad path fails before the workspace is touched
     ws = workspace_of(cfg, ws)
     r = ingest(path, cfg, ws)
     r.pop("splits", None)

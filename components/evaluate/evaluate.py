@@ -1,6 +1,8 @@
 """Evaluate image-text models on a dataset's held-out splits.
 
-Metrics per split (the `val` split unsuffixed, the `test` split with suffix `_heldout`):
+Metrics per split (the `val` split unsuffixed, the `test` split with suffix `_heldout`; a
+dataset without `test`, such as a user's own, is evaluated on `val` alone and the notes name
+the `*_heldout` metrics left out):
 
 - Zero-shot classification of single-object images, per attribute task (colour, shape):
   class names x `cfg.eval.prompt_templates` are embedded, averaged per class and
@@ -185,7 +187,8 @@ def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[s
     prepared = []
     for name, suffix in splits:
         if not shard_urls(Path(dataset_dir), name):
-            notes.append(f"split '{name}' skipped: no shards in {Path(dataset_dir) / name}")
+            notes.append(f"split '{name}' skipped: no shards in {Path(dataset_dir) / name}"
+                         + (f" (metrics *{suffix} not reported)" if suffix else ""))
             continue
         try:
             split = read_split(dataset_dir, name, image_size)

@@ -29,3 +29,4 @@ def test_data_add_of_a_missing_path_is_one_line(tmp_path):
     assert out.returncode == 65
     assert "Traceback" not in out.stdout + out.stderr
     assert str(tmp_path / "nope") in out.stdout + out.stderr
+    assert not (tmp_path / "home").exists()  # checked before the workspace or the benchmark is made
