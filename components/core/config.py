@@ -34,6 +34,7 @@ class DataConfig:
     max_caption_chars: int = 300
     max_bad_fraction: float = 0.05
     val_fraction: float = 0.05  # share of ingested user samples routed to val/
+    workers: int = 0  # processes checking `data add` input shards; 0 = auto, min(2, CPU count)
 
 
 @dataclass
@@ -294,8 +295,16 @@ def load_json(path: str) -> LitopsConfig:
         return validate(from_dict(LitopsConfig, json.load(f)))
 
 
+# Keys inside those sections that change how fast, not what, is trained: a different worker
+# count must not make a new training run (and leaves the hashes of existing versions as they were).
+NOT_HASHED = {"data": ("workers",)}
+
+
 def config_hash(cfg: LitopsConfig) -> str:
     """Short hash of everything that changes the trained weights."""
     payload = {s: dataclasses.asdict(getattr(cfg, s)) for s in TRAINING_SECTIONS}
+    for section, keys in NOT_HASHED.items():
+        for key in keys:
+            payload[section].pop(key, None)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -56,13 +56,14 @@ def add_and_version(path: str, cfg: LitopsConfig, ws: Workspace | None = None) -
     """`data add PATH`: ingest user samples, then version. Raises UserError if rejected.
 
     Keys: those of `synth_and_version` (less generated/synth_seconds) plus ingest_id,
-    total, good, bad, bad_fraction, by_reason, added, reencoded, quarantine, report.
+    total, good, bad, bad_fraction, by_reason, added, reencoded, quarantine, report,
+    already_ingested (True when the same content was added before: nothing new is written).
     """
     from .ingestion import ingest
-    from .reading import check_input
+    from .sources import plan_units
 
     t0 = time.perf_counter()
-    check_input(path)  # a bad path fails before the workspace is touched
+    plan_units(path, cfg)  # a bad path fails before the workspace is touched
     ws = workspace_of(cfg, ws)
     r = ingest(path, cfg, ws)
     r.pop("splits", None)

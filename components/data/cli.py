@@ -58,6 +58,8 @@ def _summary(r: dict) -> str:
         return f"restored {r['name']} {r['data_version']} into {r['dataset_dir']}"
     splits = ", ".join(f"{k}={v}" for k, v in r.get("splits", {}).items())
     state = "new commit" if r.get("committed") else "unchanged"
+    if r.get("already_ingested"):
+        state = f"already ingested as {r['ingest_id']}, unchanged"
     return f"dataset {r['name']} ({splits}) at {r['dataset_dir']}: data version {r['data_version']} ({state})"
 
 

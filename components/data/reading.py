@@ -58,7 +58,7 @@ def _is_hidden(root: Path, p: Path) -> bool:
     return any(part.startswith(".") for part in p.relative_to(root).parts)  # .DS_Store, .git/...
 
 
-def _folder_files(root: Path) -> tuple[list[Path], list[Path]]:
+def folder_files(root: Path) -> tuple[list[Path], list[Path]]:
     """(tars, other entries) under root in sorted order. Symlinked folders are listed as
     entries, never entered; loose hidden files are skipped."""
     files: list[Path] = []
@@ -73,7 +73,7 @@ def _folder_files(root: Path) -> tuple[list[Path], list[Path]]:
     return tars, loose
 
 
-def _folder_entry(root: Path, p: Path) -> Entry | None:
+def folder_entry(root: Path, p: Path) -> Entry | None:
     rel = p.relative_to(root).as_posix()
     st = p.lstat()
     if stat.S_ISLNK(st.st_mode):
@@ -83,24 +83,6 @@ def _folder_entry(root: Path, p: Path) -> Entry | None:
     if st.st_nlink > 1:
         return Entry(rel, None, rel, "link", f"hard link ({st.st_nlink} names), not followed")
     return Entry(rel, p.read_bytes(), rel)
-
-
-def iter_folder(root: Path, ignored: list[str]) -> Iterator[tuple[str, Iterator[Entry]]]:
-    """(source label, entries) for each tar under root, then one source of loose files."""
-    tars, loose = _folder_files(root)
-    for t in tars:
-        label = t.relative_to(root).as_posix()
-        yield label, iter_tar(t, label)
-
-    def loose_entries() -> Iterator[Entry]:
-        for p in loose:
-            e = _folder_entry(root, p)
-            if e is None:
-                ignored.append(f"{p.relative_to(root).as_posix()} (not a regular file)")
-            else:
-                yield e
-
-    yield root.name, loose_entries()
 
 
 # --------------------------------------------------------------------------- tars

@@ -53,3 +53,9 @@ def test_cli_bad_key_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr
     lines = [l for l in out.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "stepz" in lines[0] and lines[0].startswith("litops: config error")
+
+
+def test_worker_count_does_not_change_the_training_run_hash():
+    base = load_config([])
+    assert config_hash(load_config(["data.workers=2"])) == config_hash(base)
+    assert config_hash(load_config(["data.n_train=10"])) != config_hash(base)
