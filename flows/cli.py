@@ -96,6 +96,19 @@ def _component_result(component: str, args: list[str], cfg_overrides: list[str])
     return 0, job.result
 
 
+def _local_source(path: str) -> str | None:
+    """A local path checked before the workspace is created (S3 URLs and brace lists go to the
+    data component as they are; it checks the rest); None after a one-line error."""
+    if "://" in path or "{" in path:
+        return path
+    source = Path(path).expanduser()
+    if source.is_dir() or (source.is_file() and source.name.lower().endswith((".tar", ".tar.gz", ".tgz"))):
+        return str(source.resolve())
+    what = "is not a .tar shard or a folder" if source.exists() else "does not exist"
+    print(f"litops: data add: {source} {what}", file=sys.stderr)
+    return None
+
+
 def _data_add(path: str, overrides: list[str]) -> int:
     """Ingest, then tell the deployment's data trigger when a new data version was committed."""
     from litops.flows.config import load_config
@@ -103,15 +116,11 @@ def _data_add(path: str, overrides: list[str]) -> int:
     from litops.flows.server import use_if_running
     from litops.core.component_cli import EXIT_BAD_INPUT
 
-    source = Path(path).expanduser()
-    if not source.is_dir() and not (source.is_file() and source.name.lower().endswith((".tar", ".tar.gz", ".tgz"))):
-        # before the workspace is created; the data component checks the rest
-        what = "is not a .tar shard or a folder" if source.exists() else "does not exist"
-        print(f"litops: data add: {source} {what}", file=sys.stderr)
+    source = _local_source(path)
+    if source is None:
         return EXIT_BAD_INPUT
-    source = source.resolve()
     cfg = load_config(overrides)
-    code, result = _component_result("data", ["add", str(source)], overrides)
+    code, result = _component_result("data", ["add", source], overrides)
     if code != 0 or not result or not result.get("committed"):
         return code
     _prepare_env(cfg.home)

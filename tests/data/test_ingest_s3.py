@@ -75,3 +75,20 @@ def test_a_missing_s3_shard_is_a_one_line_error(tmp_path, s3_env, bucket):
     with pytest.raises(UserError, match="1 of 5 shards are missing") as e:
         ingest(f"s3://{bucket}/laion/{{00000..00004}}.tar", _cfg(ws.home, s3_env, bucket), ws, quiet=True)
     assert "\n" not in str(e.value) and not ws.dataset_dir("mine").exists()
+
+
+def test_litops_data_add_takes_an_s3_brace_list_on_the_command_line(tmp_path, s3_env, bucket):
+    import os
+    import subprocess
+
+    captions = _upload_shards(tmp_path / "made", s3_env, bucket)
+    env = {**os.environ, "LITOPS_HOME": str(tmp_path / "home")}
+    env.pop("AWS_ENDPOINT_URL")  # the endpoint comes from the config, as in production
+    out = subprocess.run([str(Path(sys.executable).with_name("litops")), "data", "add",
+                          f"s3://{bucket}/laion/{{00000..00003}}.tar", "data.name=mine", "data.source=path",
+                          "data.max_bad_fraction=0.5", "storage=s3", f"storage.bucket={bucket}",
+                          f"storage.endpoint_url={s3_env['AWS_ENDPOINT_URL']}"],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert _dataset_captions(Workspace(tmp_path / "home")) == captions
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in out.stdout + out.stderr
