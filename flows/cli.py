@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _prepare_env(home: str) -> None:
+def _prepare_env(home: str) -> str | None:
     """Prefect's own state goes under the litops home too, unless the user set PREFECT_HOME."""
     os.environ.setdefault("PREFECT_HOME", str(Path(home) / "prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -73,20 +73,21 @@ def _prepare_env(home: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from litops.flows.server import use_if_running
 
-    use_if_running(Path(home))  # the workspace's persistent server, when it is up
+    return use_if_running(Path(home))  # the workspace's persistent server's API URL, when it is up
 
 
 def _component(component: str, args: list[str], cfg_overrides: list[str]) -> int:
-    return _component_result(component, args, cfg_overrides)[0]
+    from litops.flows.config import load_config
+
+    return _component_result(component, args, load_config(cfg_overrides))[0]
 
 
-def _component_result(component: str, args: list[str], cfg_overrides: list[str]) -> tuple[int, dict | None]:
+def _component_result(component: str, args: list[str], cfg) -> tuple[int, dict | None]:
     """Run one component as a child process, its output straight to the terminal; (exit code, result)."""
-    from litops.flows.config import load_config, write_config
+    from litops.flows.config import write_config
     from litops.core.workspace import Workspace
     from litops.flows.launcher import ComponentFailed, JobSpec, LocalProcessLauncher
 
-    cfg = load_config(cfg_overrides)
     ws = Workspace(Path(cfg.home)).create()
     cfg_path = write_config(cfg, ws.runs / "cli" / "config.json")
     try:
@@ -113,18 +114,16 @@ def _data_add(path: str, overrides: list[str]) -> int:
     """Ingest, then tell the deployment's data trigger when a new data version was committed."""
     from litops.flows.config import load_config
     from litops.flows.events import emit_data_committed
-    from litops.flows.server import use_if_running
     from litops.core.component_cli import EXIT_BAD_INPUT
 
     source = _local_source(path)
     if source is None:
         return EXIT_BAD_INPUT
     cfg = load_config(overrides)
-    code, result = _component_result("data", ["add", source], overrides)
+    code, result = _component_result("data", ["add", source], cfg)
     if code != 0 or not result or not result.get("committed"):
         return code
-    _prepare_env(cfg.home)
-    url = use_if_running(Path(cfg.home))
+    url = _prepare_env(cfg.home)
     if url is None:
         print("no Prefect server is running for this workspace: no deployment was told about the new data "
               "(`litops server start` and `litops deploy` retrain when data lands)")

@@ -68,6 +68,7 @@ class RunContext:
     launcher: Launcher
     chash: str
     timer: StepTimer
+    git_sha: str = "unknown"
     dataset_dir: str = ""
     data_version: str = ""
 
@@ -80,7 +81,7 @@ def new_context(cfg: LitopsConfig) -> RunContext:
     ws = Workspace(Path(cfg.home)).create()
     run_dir = ws.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     return RunContext(cfg, ws, write_config(cfg, run_dir / "config.json"), run_dir,
-                      make_launcher(cfg.launcher.kind, cfg=cfg), config_hash(cfg), StepTimer())
+                      make_launcher(cfg.launcher.kind, cfg=cfg), config_hash(cfg), StepTimer(), code_version())
 
 
 @flow(name="litops-retrain", log_prints=True)
@@ -119,12 +120,12 @@ def _train_and_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
     ckpt_dir = ctx.ws.checkpoints / f"{ctx.chash}-{ctx.data_version.split('.')[0][:12]}"
     with ctx.timer.step("train"):
         trained = steps.train_model(ctx.launcher, ctx.cfg_path, ctx.dataset_dir, ckpt_dir, ctx.data_version,
-                                    tracking, gpus=0, git_sha=code_version())
+                                    tracking, gpus=0, git_sha=ctx.git_sha)
     crash_point("after_train")
     evaluation = _evaluate(ctx, trained["model_path"], trained["run_id"], lookup)
     with ctx.timer.step("register"):
         registered = steps.register(ctx.launcher, ctx.cfg_path, trained["run_id"], trained["model_path"],
-                                    ctx.data_version, ctx.chash, code_version())
+                                    ctx.data_version, ctx.chash, ctx.git_sha)
     crash_point("after_register")
     return _gate(ctx, registered["version"], trained["run_id"], evaluation, lookup)
 

@@ -13,6 +13,7 @@ from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfi
 from litops.flows import launcher as launcher_module
 from litops.flows.launcher import JobSpec, LocalProcessLauncher
 from litops.flows.progress import ProgressRenderer
+from tests.flows.test_launcher import ScriptLauncher
 
 MLFLOW_CHATTER = ("INFO mlflow", "alembic", "Creating initial MLflow database tables", "system metrics")
 
@@ -61,15 +62,6 @@ def test_terminal_gets_one_bar_redrawn_in_place_and_log_lines_above_it():
     assert text.count("\r") >= 10  # redrawn in place
     assert "train: 100%" in text and "300/300" in text and "loss=0.00" in text
     assert "\n" not in text.split("checkpoint saved\n", 1)[1].rstrip("\n")  # after the log line: the bar, on one line
-
-
-class ScriptLauncher(LocalProcessLauncher):
-    def __init__(self, script: str):
-        super().__init__(warm=False)
-        self.script = script
-
-    def command(self, spec: JobSpec) -> list[str]:
-        return [sys.executable, "-u", "-c", self.script, *spec.args]
 
 
 class RecordingRenderer(ProgressRenderer):

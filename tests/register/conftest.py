@@ -95,21 +95,27 @@ def make_model_file(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def store(tmp_path_factory):
+def register_tiny_model(root: Path, run_name: str):
+    """A tiny real model file, logged and registered in a fresh SQLite store under root:
+    (tracking URI, client, experiment id, model file, run id, register_version's result)."""
     from mlflow import MlflowClient
 
     from litops.register.registry import register_version
 
-    root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(uri, registry_uri=uri)
     exp = client.create_experiment("litops", artifact_location=str(root / "mlartifacts"))
     model_file = make_model_file(root / "model.pt")
-    run_id = client.create_run(exp, run_name="train-test").info.run_id
+    run_id = client.create_run(exp, run_name=run_name).info.run_id
     client.set_terminated(run_id)
-    first = register_version(client, MODEL_NAME, run_id, str(model_file), TAGS)
-    s = Store(root, uri, client, exp, model_file, run_id, first)
+    return uri, client, exp, model_file, run_id, register_version(client, MODEL_NAME, run_id, str(model_file), TAGS)
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    s = Store(root, *register_tiny_model(root, "train-test"))
+    uri = s.uri
     # Fresh-process checks start right away: interpreter + MLflow/torch imports dominate them.
     s.launch("pyfunc", ["-c", LOAD_AND_PREDICT, uri, f"models:/{MODEL_NAME}/1"])
     s.launch("models", ["-m", "litops.register", "models", "--tracking-uri", uri])

@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+from tests.register.conftest import MODEL_NAME, register_tiny_model
 
-MODEL_NAME = "lit-embedded"
-TAGS = {"data_version": "0123456789abcdef.dir", "git_sha": "deadbeef", "config_hash": "cafe0000cafe0000"}
+pytestmark = pytest.mark.slow
 
 TEXTS = ["a red circle", "two blue squares left of a green triangle", "yellow"]
 IMAGE_SHAPES = [(32, 32), (45, 30), (20, 64)]  # square, wide and tall: the centre crop runs too
@@ -67,31 +66,10 @@ def png_bytes(width: int, height: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def make_model_file(path: Path) -> Path:
-    """The default (small) model at 32 px, untrained: real weights, seconds to build."""
-    from litops.core.checkpoint import atomic_save
-    from litops.core.config import LitopsConfig, ModelConfig, to_dict
-    from litops.core.model import LiTModel
-
-    model = LiTModel(ModelConfig(), 32)
-    atomic_save({"config": to_dict(LitopsConfig()), "image_size": 32, "model": model.state_dict(), "step": 0}, path)
-    return path
-
-
 def registered_model(root: Path) -> tuple[str, str, Path]:
     """A tiny real model file, logged and registered in a SQLite store: (tracking URI, model URI, file)."""
-    from mlflow import MlflowClient
-
-    from litops.register.registry import register_version
-
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(uri, registry_uri=uri)
-    exp = client.create_experiment("litops", artifact_location=str(root / "mlartifacts"))
-    model_file = make_model_file(root / "model.pt")
-    run_id = client.create_run(exp, run_name="train-fresh-venv").info.run_id
-    client.set_terminated(run_id)
-    version = register_version(client, MODEL_NAME, run_id, str(model_file), TAGS)["version"]
-    return uri, f"models:/{MODEL_NAME}/{version}", model_file
+    uri, _, _, model_file, _, registered = register_tiny_model(root, "train-fresh-venv")
+    return uri, f"models:/{MODEL_NAME}/{registered['version']}", model_file
 
 
 def model_requirements(tracking_uri: str, model_uri: str) -> Path:
