@@ -34,7 +34,8 @@ class DataConfig:
     max_caption_chars: int = 300
     max_bad_fraction: float = 0.05
     val_fraction: float = 0.05  # share of ingested user samples routed to val/
-    workers: int = 0  # processes checking `data add` input shards; 0 = auto, min(2, CPU count)
+    workers: int = -1  # processes reading shards (training, evaluation, `data add` checks); -1: min(2, CPUs), 0: in-process
+    shuffle_buffer: int = 10_000  # samples shuffled together (litops.core.sample_order); >= the split: whole epochs
 
 
 @dataclass
@@ -266,6 +267,10 @@ def validate(cfg: LitopsConfig) -> LitopsConfig:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise ConfigError(f"config key '{key}' must be >= 1")
+    if cfg.data.workers < -1:
+        raise ConfigError(f"config key 'data.workers' must be >= -1 (-1: auto, 0: in-process), got {cfg.data.workers}")
+    if cfg.data.shuffle_buffer < 1:
+        raise ConfigError("config key 'data.shuffle_buffer' must be >= 1")
     for key in ("model.unlocked_groups", "model.text_unlocked_groups", "model.image_input_size",
                 "train.micro_batch_size"):
         section, name = key.split(".")
@@ -298,6 +303,18 @@ def load_json(path: str) -> LitopsConfig:
 # Keys inside those sections that change how fast, not what, is trained: a different worker
 # count must not make a new training run (and leaves the hashes of existing versions as they were).
 NOT_HASHED = {"data": ("workers",)}
+
+
+AUTO_WORKERS_MAX = 2  # data.workers=-1: enough for a laptop, few enough to bound memory
+
+
+def resolve_workers(workers: int) -> int:
+    """Worker processes for `data.workers` (-1: auto; 0: none, work in the calling process)."""
+    import os
+
+    if workers < -1:
+        raise ConfigError(f"config key 'data.workers' must be >= -1 (-1: auto, 0: in-process), got {workers}")
+    return min(AUTO_WORKERS_MAX, os.cpu_count() or 1) if workers == -1 else workers
 
 
 def config_hash(cfg: LitopsConfig) -> str:

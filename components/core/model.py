@@ -40,6 +40,11 @@ class LiTModel(nn.Module):
         return self.image_mode == "L"
 
     @property
+    def image_input_size(self) -> int:
+        """Pixels per side the image tower takes: the size readers decode images to."""
+        return int(self.image_tower.input_size)
+
+    @property
     def image_fully_locked(self) -> bool:  # its outputs never change during training (feature cache)
         return self.image_mode == "L" and self.cfg.unlocked_groups == 0
 

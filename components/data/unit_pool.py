@@ -7,24 +7,15 @@ workers x one shard. One worker (or one unit) runs in this process: no pool to s
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
+from litops.core.config import resolve_workers
+
 from .sources import Unit
 from .unit_check import check_unit
 
-# data.workers = 0 picks this many at most: enough for a laptop, few enough to bound memory.
-AUTO_WORKERS_MAX = 2
-
-
-def resolve_workers(workers: int) -> int:
-    if workers < 0:
-        from litops.core.config import ConfigError
-
-        raise ConfigError(f"data.workers must be >= 0 (0 = auto), got {workers}")
-    return workers or min(AUTO_WORKERS_MAX, os.cpu_count() or 1)
 
 
 def spool_path(spool_dir: Path, index: int) -> Path:

@@ -118,9 +118,9 @@ def test_a_missing_shard_in_a_brace_list_is_a_one_line_error_before_anything_is_
     assert "\n" not in str(e.value) and not ws.dataset_dir("mine").exists()
 
 
-def test_workers_must_not_be_negative(tmp_path, source):
+def test_workers_below_auto_are_refused(tmp_path, source):
     from litops.core.config import ConfigError
 
     ws = Workspace(tmp_path / "home")
     with pytest.raises(ConfigError, match="data.workers"):
-        ingest(source, _cfg(ws.home, -1), ws, quiet=True)
+        ingest(source, _cfg(ws.home, -2), ws, quiet=True)

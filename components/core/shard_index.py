@@ -1,0 +1,117 @@
+"""Where a split's shards are, and which samples each holds, without decoding anything.
+
+A dataset is a folder or an `s3://bucket/prefix` holding `<split>/*.tar` in the img2dataset
+layout (`key.jpg` + `key.txt` [+ `key.json`]). Shards are listed in name order; that order,
+with the seed and epoch, defines the global sample sequence (litops.core.sample_order).
+
+A shard's member index (sample key -> byte ranges of its members) comes from reading the tar
+headers with `tarfile`; data bytes are seeked over, never read. On S3 the index is built from
+the shard's bytes held in memory (one shard at a time).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from webdataset.tariterators import base_plus_ext
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+S3_SCHEME = "s3://"
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How to reach `s3://` URLs: the configured endpoint and region; credentials come from the environment."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_config(cls, cfg) -> "StorageOptions":
+        from litops.core.storage import s3_endpoint
+
+        return cls(s3_endpoint(cfg), cfg.storage.region)
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(client_kwargs={"endpoint_url": self.endpoint_url, "region_name": self.region})
+
+
+@dataclass(frozen=True)
+class SampleMembers:
+    key: str
+    members: dict[str, tuple[int, int]]  # extension -> (data offset, size) in the tar
+
+    @property
+    def image_ext(self) -> str:
+        return next(e for e in IMAGE_EXTS if e in self.members)
+
+
+def is_s3(url: str) -> bool:
+    return str(url).startswith(S3_SCHEME)
+
+
+def split_urls(dataset: str | Path, split: str, storage: StorageOptions | None = None) -> list[str]:
+    """The split's shard URLs in name order (empty when the split has none)."""
+    dataset = str(dataset)
+    if is_s3(dataset):
+        fs = (storage or StorageOptions()).filesystem()
+        root = dataset[len(S3_SCHEME):].rstrip("/")
+        return [S3_SCHEME + p for p in sorted(fs.glob(f"{root}/{split}/*.tar"))]
+    return [str(p) for p in sorted((Path(dataset) / split).glob("*.tar"))]
+
+
+def index_members(fileobj: BinaryIO) -> list[SampleMembers]:
+    """Complete samples (an image and a caption) of a tar, in member order. Stray or partial
+    samples are skipped: ingestion quarantines them, and readers must not fail on them."""
+    samples: list[SampleMembers] = []
+    key, members = None, {}
+
+    def flush() -> None:
+        if key is not None and "txt" in members and any(e in members for e in IMAGE_EXTS):
+            samples.append(SampleMembers(key, members))
+
+    with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            base, ext = base_plus_ext(info.name)
+            if base is None:
+                continue
+            if base != key:
+                flush()
+                key, members = base, {}
+            members[ext.lower()] = (info.offset_data, info.size)
+        flush()
+    return samples
+
+
+def open_shard(url: str, storage: StorageOptions | None = None) -> BinaryIO:
+    """A seekable binary file: the local file, or an S3 shard's bytes held in memory."""
+    if is_s3(url):
+        fs = (storage or StorageOptions()).filesystem()
+        return io.BytesIO(fs.cat_file(url[len(S3_SCHEME):]))
+    return open(url, "rb")
+
+
+def count_samples(url: str, storage: StorageOptions | None = None) -> int:
+    with open_shard(url, storage) as f:
+        return len(index_members(f))
+
+
+def shard_size(url: str, storage: StorageOptions | None = None) -> int:
+    if is_s3(url):
+        return int((storage or StorageOptions()).filesystem().size(url[len(S3_SCHEME):]))
+    return os.path.getsize(url)
+
+
+def read_member(f: BinaryIO, span: tuple[int, int]) -> bytes:
+    offset, size = span
+    f.seek(offset)
+    return f.read(size)
