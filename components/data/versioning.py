@@ -266,7 +266,7 @@ class DataRepo:
         return self.root / "features" / dataset_name
 
     def _add_features(self, repo: Any, dataset_name: str) -> list[str]:
-        """litops-lit: `dvc add features/<name>` (the locked-tower feature caches that training wrote beside
+        """`dvc add features/<name>` (the locked-tower feature caches that training wrote beside
         the dataset), staged for the same commit; returns the .dvc path to push, or [] when there are none."""
         fdir = self.features_dir(dataset_name)
         if not fdir.is_dir() or not any(fdir.glob("*.pt")):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from litops.core.component_cli import emit_result
 from litops.core.config import LitopsConfig, config_hash, load_json, to_dict
+from litops.core.shard_index import is_s3
 from litops.core.storage import dvc_remote
 from litops.core.workspace import Workspace, resolve_home
 from litops.train.logger import FanOutLogger, JsonlLogger, MetricLogger, flatten
@@ -16,7 +17,8 @@ from litops.train.logger import FanOutLogger, JsonlLogger, MetricLogger, flatten
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m litops.train", description=__doc__)
     p.add_argument("--config", help="resolved LitopsConfig as JSON (default: built-in defaults)")
-    p.add_argument("--dataset-dir", required=True, help="folder holding train/*.tar shards")
+    p.add_argument("--dataset-dir", required=True, help="folder or s3://bucket/prefix holding train/*.tar shards "
+                   "(streamed; S3 through storage.endpoint_url with credentials from the environment)")
     p.add_argument("--checkpoint-dir", required=True, help="checkpoints go here; an existing one is resumed "
                    "(an s3://bucket/prefix URI: a local scratch folder mirrored there)")
     p.add_argument("--checkpoint-mirror", default=os.environ.get("LITOPS_CHECKPOINT_MIRROR", ""),
@@ -42,16 +44,19 @@ def make_logger(args: argparse.Namespace, cfg: LitopsConfig, ckpt_dir: Path) -> 
                        args.artifact_location)
     mlf.log_config_file(to_dict(cfg))
     if args.data_version:
-        mlf.log_dataset(cfg.data.name, args.data_version, dataset_source(cfg, Path(args.dataset_dir)))
+        mlf.log_dataset(cfg.data.name, args.data_version, dataset_source(cfg, args.dataset_dir))
     return FanOutLogger(jsonl, mlf), mlf.run_id
 
 
-def dataset_source(cfg: LitopsConfig, dataset_dir: Path) -> dict[str, str]:
-    """Where a data version lives: the folder, its DVC data repo and remote. Built from the config
+def dataset_source(cfg: LitopsConfig, dataset: str) -> dict[str, str]:
+    """Where a data version lives: the folder or URL, its DVC data repo and remote. Built from the config
     alone (the remote's URL, never its options), so nothing from the environment is recorded."""
     ws = Workspace(resolve_home(cfg.home))
-    source = {"uri": str(dataset_dir.resolve()), "dvc_remote": dvc_remote(cfg, str(ws.dvc_remote))["url"]}
-    if dataset_dir.resolve().is_relative_to(ws.data_repo):
+    if is_s3(dataset):
+        return {"uri": dataset, "dvc_remote": dvc_remote(cfg, str(ws.dvc_remote))["url"]}
+    dataset_dir = Path(dataset).resolve()
+    source = {"uri": str(dataset_dir), "dvc_remote": dvc_remote(cfg, str(ws.dvc_remote))["url"]}
+    if dataset_dir.is_relative_to(ws.data_repo):
         source["data_repo"] = str(ws.data_repo)
     return source
 
@@ -63,7 +68,7 @@ class NullLogger:  # ranks > 0 of a DDP run
 
 
 def checkpoint_target(args: argparse.Namespace, cfg: LitopsConfig):
-    """litops-k8s: (local checkpoint folder, S3 mirror or None). `--checkpoint-dir s3://...` works in a
+    """(local checkpoint folder, S3 mirror or None). `--checkpoint-dir s3://...` works in a
     scratch folder; otherwise `--checkpoint-mirror`, else storage.kind=s3 mirrors to the config's bucket."""
     from litops.train.remote_checkpoints import S3CheckpointMirror, scratch_dir_for
 
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from litops.train.loop import train  # torch import after argument errors are reported
 
     try:
-        result = train(cfg, Path(args.dataset_dir), ckpt_dir, logger, mirror=mirror,
+        result = train(cfg, args.dataset_dir, ckpt_dir, logger, mirror=mirror,
                        data_version=args.data_version)  # recorded beside the feature cache
     except BaseException:
         logger.close("FAILED")

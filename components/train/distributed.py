@@ -6,8 +6,8 @@ in each pod of an Indexed Job. Without WORLD_SIZE > 1 everything here is a no-op
 single-process trainer is unchanged.
 
 - Backend: nccl on CUDA, gloo on CPU; each process uses cuda:LOCAL_RANK.
-- Batches: every rank draws the same global batch (the seeded `batch_indices`) and takes its
-  contiguous slice, so the global batch is the same as a single-process run of train.batch_size.
+- Batches: every rank reads its contiguous slice of the same global batch (litops.core.stream), so
+  the global batch is the same as a single-process run of train.batch_size.
 - BatchNorm: SyncBatchNorm on CUDA (global batch statistics); on CPU (gloo) each rank normalises
   with its local batch statistics and rank 0's running statistics are broadcast, so the replicas
   stay identical but the gradient differs slightly from a one-process run of the same batch.

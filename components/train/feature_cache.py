@@ -1,35 +1,42 @@
-"""The locked-tower feature cache: a locked image tower's outputs, computed once and reused.
+"""The locked-tower feature cache: a locked image tower's outputs, one file per shard, computed once.
 
 When the image tower is fully locked (`model.lock=L?`, `model.unlocked_groups=0`) its output
-for an image never changes during training, so training reads `[N, D]` cached features
-instead of decoding JPEGs and running the tower every step.
+for an image never changes during training, so training streams cached `[n, D]` features per
+shard (`litops.core.stream.SampleSource(feature_files=...)`) instead of decoding images and
+running the tower every step.
 
-Key. A cache file is valid for exactly one
-- data version: a digest of the train split's shard bytes (what the features are computed
-  from; the DVC `.dir` md5 of the whole dataset is recorded beside it when the caller knows it),
+Key. One file per shard, valid for exactly one
+- shard: the sha256 of the shard's bytes (what the features are computed from),
 - tower fingerprint: a digest of the image tower's class, parameters and buffers,
-- preprocessing: the decode size (`data.image_size`), the tower's input size, resize mode,
-  mean and std, and the cache format.
-`key = sha256(json(those three))[:24]`; changing any of them picks another file, so a stale
-cache is never read.
+- preprocessing: the tower's input size, the resize (centre square crop, bicubic, straight to the
+  input size), mean, std, dtype and the cache format.
+`key = sha256(json(those three))[:24]`; changing any of them picks another file, so a stale file
+is never read, and adding a shard to a dataset encodes that shard alone.
+
+Files. `<cache dir>/<key>.pt` holds {"keys", "features"} (plus small provenance, all loadable with
+`weights_only=True`), written atomically; `<key>.json` beside it says the same for a person
+(shard name, data version, tower, samples).
 
 Where. Beside the data, in the data repo: a dataset at `<data repo>/datasets/<name>` caches
-under `<data repo>/features/<name>/<key>.pt` (any other dataset folder `D`: under
-`D/../features/<D.name>/`). The data component versions that folder with DVC like a
-dataset (its own `features/<name>.dvc`, pushed to the same remote; litops.data.versioning),
-so a fresh machine pulls the features with the data instead of recomputing them.
+under `<data repo>/features/<name>/` (any other dataset folder `D`: `D/../features/<D.name>/`).
+The data component versions that folder with DVC like a dataset (`features/<name>.dvc`, pushed
+to the same remote; litops.data.versioning), so a fresh machine pulls the features with the data.
+A dataset on S3 caches under `<home>/feature-cache/<bucket>/<prefix>/` (a local path: training
+reads the files with torch.load; the home is shared by the pods of a run).
 
-Augmentations that change the pixels the tower sees (`train.augment != none`) would change
-its outputs, so they disable the cache, and the run says so.
+Augmentations that change the pixels the tower sees (`train.augment != none`) would change its
+outputs, so they disable the cache, and the run says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
-import tarfile
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,50 +44,63 @@ from typing import Any, Callable
 import torch
 
 from litops.core.checkpoint import atomic_save
-from litops.core.config import LitopsConfig
+from litops.core.config import LitopsConfig, resolve_workers
 from litops.core.model import image_chunk
 from litops.core.pretrained import fingerprint
 from litops.core.progress import start as start_progress
-from litops.core.shards import IMAGE_KEYS, Split, read_split, shard_urls
+from litops.core.shard_index import S3_SCHEME, StorageOptions, index_members, is_s3, open_shard
+from litops.core.stream import SplitStream
+from litops.core.workspace import resolve_home
+from litops.train.feature_encoding import ShardImages, encode_shards, tower_features
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: one file per shard, images decoded straight to the tower's input size
 FEATURES_DIR = "features"
+S3_FEATURES_DIR = "feature-cache"  # under the home, for datasets on S3
 ENCODE_BATCH = 256  # capped on a CPU by litops.core.model.image_chunk
+DIGEST_CHUNK = 1 << 20
 
 
 def say(msg: str) -> None:
     print(f"feature cache: {msg}", file=sys.stderr, flush=True)
 
 
-def cache_dir_for(dataset_dir: str | Path) -> Path:
+def cache_dir_for(dataset_dir: str | Path, home: str | None = None) -> Path:
+    """The folder of a dataset's feature files (see the module docstring)."""
+    if is_s3(str(dataset_dir)):
+        return resolve_home(home) / S3_FEATURES_DIR / str(dataset_dir)[len(S3_SCHEME):].strip("/")
     d = Path(dataset_dir).resolve()
     if d.parent.name == "datasets":  # <data repo>/datasets/<name> -> <data repo>/features/<name>
         return d.parent.parent / FEATURES_DIR / d.name
     return d.parent / FEATURES_DIR / d.name
 
 
-def data_fingerprint(dataset_dir: str | Path, split: str = "train") -> str:
-    """Digest of the split's shard names and bytes (the data the features are computed from)."""
+def shard_digest(url: str, storage: StorageOptions | None = None) -> str:
+    """sha256 of a shard's bytes, read in 1 MiB chunks (a local file or an s3:// object)."""
     h = hashlib.sha256()
-    urls = shard_urls(Path(dataset_dir), split)
-    if not urls:
-        raise FileNotFoundError(f"no shards in {Path(dataset_dir) / split}")
-    for url in urls:
-        h.update(Path(url).name.encode() + b"\0")
-        with open(url, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+    if is_s3(url):
+        fs = (storage or StorageOptions()).filesystem()
+        f = fs.open(url[len(S3_SCHEME):], "rb", block_size=DIGEST_CHUNK)
+    else:
+        f = open(url, "rb")
+    with f:
+        for chunk in iter(lambda: f.read(DIGEST_CHUNK), b""):
+            h.update(chunk)
     return h.hexdigest()
 
 
-def preprocessing_spec(cfg: LitopsConfig, tower) -> dict[str, Any]:
-    return {"format": CACHE_FORMAT, "decode": "centre-square-crop, bicubic", "image_size": cfg.data.image_size,
-            "input_size": int(tower.input_size), "resize": "bilinear-antialias", "mean": list(tower.mean),
+def shard_digests(urls: list[str], storage: StorageOptions | None, threads: int) -> list[str]:
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # hashing and I/O release the GIL
+        return list(pool.map(lambda u: shard_digest(u, storage), urls))
+
+
+def preprocessing_spec(tower) -> dict[str, Any]:
+    return {"format": CACHE_FORMAT, "input_size": int(tower.input_size),
+            "resize": "centre-square-crop, bicubic to input size", "mean": list(tower.mean),
             "std": list(tower.std), "dtype": "float32"}
 
 
-def cache_key(data_fp: str, tower_fp: str, prep: dict[str, Any]) -> str:
-    blob = json.dumps({"data": data_fp, "tower": tower_fp, "preprocessing": prep}, sort_keys=True).encode()
+def shard_key(digest: str, tower_fp: str, prep: dict[str, Any]) -> str:
+    blob = json.dumps({"shard": digest, "tower": tower_fp, "preprocessing": prep}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
@@ -99,102 +119,127 @@ def disabled_reason(cfg: LitopsConfig, model) -> str | None:
     return None
 
 
-def read_texts(dataset_dir: str | Path, split: str = "train") -> tuple[list[str], list[str], list[dict]]:
-    """Keys, captions and metadata of a split without decoding any image (same order as read_split)."""
-    keys, captions, metas = [], [], []
-    for url in shard_urls(Path(dataset_dir), split):
-        sample: dict[str, bytes] = {}
-        current = None
-
-        def flush() -> None:
-            if current is not None and "txt" in sample and any(k in sample for k in IMAGE_KEYS):
-                keys.append(current)
-                captions.append(sample["txt"].decode("utf-8"))
-                meta = sample.get("json")
-                metas.append(json.loads(meta) if meta else {})
-
-        with tarfile.open(url) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = member.name.partition(".")
-                if key != current:
-                    flush()
-                    current, sample = key, {}
-                ext = ext.lower()
-                sample[ext] = tar.extractfile(member).read() if ext in ("txt", "json") else b""
-            flush()
-    return keys, captions, metas
-
-
 @torch.no_grad()
 def encode(tower, images: torch.Tensor, device: torch.device, batch_size: int = 0) -> torch.Tensor:
+    """The tower's outputs for images held in memory (benchmarks, probes)."""
     batch_size = batch_size or image_chunk(ENCODE_BATCH, device)
     was_training = tower.training
     tower.eval()
     out = []
     with start_progress("feature cache", len(images), unit="img") as bar:
         for i in range(0, len(images), batch_size):
-            out.append(tower(tower.preprocess(images[i : i + batch_size].to(device))).float().cpu())
+            out.append(tower_features(tower, images[i : i + batch_size], device))
             bar.update(len(out[-1]))
     tower.train(was_training)
     return torch.cat(out)
 
 
 @dataclass
-class CachedSplit:
-    data: Split  # images empty on a cache hit (never decoded)
-    features: torch.Tensor | None  # [N, D] float32 or None when the cache is not used
-    path: Path | None
-    status: str  # hit | built | disabled | off | n/a
+class FeatureCache:
+    feature_files: list[str] | None  # one per shard of `split.urls`, in the same order; None when the cache does not apply
+    status: str  # "hit" (all reused) | "built" (some encoded) | "disabled" | "off" | "n/a"
+    encoded: int  # shards encoded this run (by all ranks)
+    reused: int  # shards whose file already existed
 
 
-def train_split(cfg: LitopsConfig, model, dataset_dir: str | Path, device: torch.device, data_version: str = "",
-                log: Callable[[str], None] = say, write: bool = True) -> CachedSplit:
-    """The train split, with the locked image tower's cached features when the cache applies.
+def stored_keys_match(path: Path, url: str, storage: StorageOptions | None = None) -> bool:
+    """Whether a feature file exists and holds the shard's sample keys, in order."""
+    if not path.is_file():
+        return False
+    try:  # mmap: the keys are read, the features are not
+        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["keys"]
+    except Exception:  # noqa: BLE001 - an unreadable file is re-encoded
+        return False
+    with open_shard(url, storage) as f:
+        return stored == [s.key for s in index_members(f)]
 
-    A hit reads only captions and the cache file; a miss decodes the split, encodes it once
-    and writes `<key>.pt` atomically (rank 0 / `write=True` only).
-    """
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    """Atomically, like the feature file it describes."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def store_shard(path: Path, keys: list[str], features: torch.Tensor, provenance: dict[str, Any]) -> None:
+    atomic_save({"keys": keys, "features": features, **provenance}, path)
+    write_json(path.with_suffix(".json"), {"key": path.stem, **provenance, "samples": len(keys),
+                                           "feature_dim": int(features.shape[1])})
+
+
+def not_applied(cfg: LitopsConfig, model, rank: int, log: Callable[[str], None]) -> FeatureCache | None:
+    """The result when the cache does not apply to this run, else None."""
     reason = disabled_reason(cfg, model)
-    if reason is not None or not model.image_locked:
-        if reason is not None:
-            log(reason)
-        return CachedSplit(read_split(dataset_dir, "train", cfg.data.image_size), None, None,
-                           "n/a" if reason is None else ("off" if reason.startswith("off") else "disabled"))
-    tower = model.image_tower
+    if reason is None and model.image_fully_locked:
+        return None
+    if reason is not None and rank == 0:
+        log(reason)
+    status = "n/a" if reason is None else ("off" if reason.startswith("off") else "disabled")
+    return FeatureCache(None, status, 0, 0)
+
+
+def feature_paths(cache_dir: Path, split: SplitStream, tower_fp: str, prep: dict[str, Any], threads: int) -> list[Path]:
+    digests = shard_digests(split.urls, split.storage, threads)
+    return [cache_dir / f"{shard_key(d, tower_fp, prep)}.pt" for d in digests]
+
+
+def missing_shards(paths: list[Path], split: SplitStream, log: Callable[[str], None]) -> list[int]:
+    """Shards without a feature file holding their samples."""
+    missing = [j for j, p in enumerate(paths) if not stored_keys_match(p, split.urls[j], split.storage)]
+    stale = sum(paths[j].is_file() for j in missing)
+    if stale:
+        log(f"re-encoding {stale} shard(s) whose feature files do not hold their samples")
+    return missing
+
+
+def require_present(paths: list[Path], cache_dir: Path) -> None:
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise FileNotFoundError(f"feature files missing after encoding (is {cache_dir} shared by all ranks?): "
+                                f"{', '.join(absent[:3])}")
+
+
+def prepare(cfg: LitopsConfig, model, dataset_dir: str | Path, split: SplitStream, device: torch.device,
+            data_version: str = "", rank: int = 0, world: int = 1, barrier: Callable[[], None] = lambda: None,
+            log: Callable[[str], None] = say) -> FeatureCache:
+    """The feature file of every shard of `split`, encoding those that are missing.
+
+    Every rank names all files; rank r encodes the missing shards j with j % world == r, then all
+    wait at `barrier` (the cache folder must be shared by the ranks).
+    """
+    skipped = not_applied(cfg, model, rank, log)
+    if skipped is not None:
+        return skipped
     t0 = time.perf_counter()
-    data_fp, tower_fp, prep = data_fingerprint(dataset_dir), fingerprint(tower), preprocessing_spec(cfg, tower)
-    key = cache_key(data_fp, tower_fp, prep)
-    path = cache_dir_for(dataset_dir) / f"{key}.pt"
-    if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        keys, captions, metas = read_texts(dataset_dir)
-        if blob.get("key") == key and blob.get("keys") == keys:
-            log(f"hit {path} ({len(keys)} x {blob['features'].shape[1]}, {time.perf_counter() - t0:.1f} s)")
-            return CachedSplit(Split(keys, torch.empty(0, dtype=torch.uint8), captions, metas), blob["features"], path, "hit")
-        log(f"ignoring {path}: its contents do not match its key")
-    data = read_split(dataset_dir, "train", cfg.data.image_size)
-    features = encode(tower, data.images, device)
-    if write:
-        atomic_save({"key": key, "keys": data.keys, "features": features, "data_fingerprint": data_fp,
-                     "data_version": data_version, "tower_fingerprint": tower_fp, "preprocessing": prep,
-                     "tower": type(tower).__name__, "image_tower": cfg.model.image_tower}, path)
-        (path.parent / f"{key}.json").write_text(json.dumps(
-            {"key": key, "data_fingerprint": data_fp, "data_version": data_version, "tower_fingerprint": tower_fp,
-             "preprocessing": prep, "image_tower": cfg.model.image_tower, "samples": len(data)}, indent=2))
-    log(f"built {path} ({len(data)} x {features.shape[1]} in {time.perf_counter() - t0:.1f} s)")
-    return CachedSplit(data, features, path, "built")
+    tower, workers = model.image_tower, resolve_workers(cfg.data.workers)
+    cache_dir = cache_dir_for(dataset_dir, cfg.home)
+    tower_fp, prep = fingerprint(tower), preprocessing_spec(tower)
+    paths = feature_paths(cache_dir, split, tower_fp, prep, threads=workers)
+    missing = missing_shards(paths, split, log if rank == 0 else lambda m: None)
+    mine = [j for j in missing if j % world == rank]
+    if mine:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        provenance = {"format": CACHE_FORMAT, "data_version": data_version, "tower": type(tower).__name__,
+                      "image_tower": cfg.model.image_tower, "tower_fingerprint": tower_fp, "preprocessing": prep}
+        encode_missing(tower, split, mine, paths, device, workers, provenance, silent=rank != 0)
+    barrier()
+    require_present(paths, cache_dir)
+    if rank == 0:
+        log(f"{len(missing)} of {len(paths)} shards encoded, {len(paths) - len(missing)} reused "
+            f"in {cache_dir} ({time.perf_counter() - t0:.1f} s)")
+    return FeatureCache([str(p) for p in paths], "built" if missing else "hit", len(missing), len(paths) - len(missing))
 
 
-def augment(images: torch.Tensor, kind: str, step: int, seed: int, pad: int = 4) -> torch.Tensor:
-    """`crop`: each image shifted by up to `pad` pixels (reflect padding, random crop); seeded by step."""
-    if kind == "none":
-        return images
-    if kind != "crop":
-        raise ValueError(f"unknown train.augment {kind!r}")
-    g = torch.Generator().manual_seed(seed * 7_919 + step)
-    n, _, h, w = images.shape
-    padded = torch.nn.functional.pad(images.float(), (pad, pad, pad, pad), mode="reflect").to(images.dtype)
-    dx, dy = torch.randint(0, 2 * pad + 1, (n,), generator=g), torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+def encode_missing(tower, split: SplitStream, shards: list[int], paths: list[Path], device: torch.device,
+                   workers: int, provenance: dict[str, Any], silent: bool = False) -> None:
+    """Encode `shards` (indices into split.urls) and write their files `paths[j]`."""
+    images = ShardImages(split.urls, shards, int(tower.input_size), image_chunk(ENCODE_BATCH, device), split.storage)
+
+    def store(j: int, keys: list[str], features: torch.Tensor) -> None:
+        store_shard(paths[j], keys, features, {**provenance, "shard": Path(split.urls[j]).name})
+
+    total = sum(split.counts[j] for j in shards)
+    with start_progress("feature cache", total, unit="img", silent=silent) as bar:
+        encode_shards(tower, images, device, workers, bar, store)
+

@@ -1,9 +1,9 @@
-"""The training loop. Depends on torch and litops.core only; reports through a MetricLogger."""
+"""The training loop: build the model, stream the data, step, checkpoint. Depends on torch and
+litops.core only; reports through a MetricLogger."""
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,18 +12,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from litops.core.checkpoint import atomic_save, export_model, latest_checkpoint, prune_checkpoints, step_path
-from litops.core.config import LitopsConfig, to_dict
-from litops.core.losses import contrastive_loss
+from litops.core.config import LitopsConfig
+from litops.core.faults import crash_point
 from litops.core.model import LiTModel
 from litops.core.progress import start as start_progress
-from litops.core.shards import read_split
-from litops.train.logger import MetricLogger
 from litops.train import distributed  # DDP under torchrun (no-op in one process)
-from litops.train import feature_cache, gradcache  # locked-tower feature cache, GradCache step
+from litops.train.checkpointing import Checkpointer
+from litops.train.data_stream import check_cursor, open_train_stream
+from litops.train.logger import MetricLogger
+from litops.train.step import Stepper
 
 LOG_EVERY = 10
-MODEL_FILE = "model.pt"
 
 
 @dataclass
@@ -75,21 +74,19 @@ def warmup_cosine(warmup: int, total: int):
     return factor
 
 
-def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
-    """Indices of a step's batch: a seeded permutation per epoch, so resuming needs no RNG state."""
-    start = step * batch_size
-    out = []
-    while len(out) < batch_size:
-        epoch, offset = divmod(start + len(out), n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        out.extend(perm[offset : offset + batch_size - len(out)].tolist())
-    return torch.tensor(out)
+def step_metrics(loss: float, grad_norm: float | None, model: LiTModel, scheduler, samples_per_s: float) -> dict:
+    metrics = {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
+               "train/logit_scale": model.logit_scale.detach().exp().item(),
+               "train/logit_bias": model.logit_bias.detach().item(), "train/samples_per_s": samples_per_s}
+    if grad_norm is not None:
+        metrics["train/grad_norm"] = grad_norm
+    return metrics
 
 
-def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLogger, mirror=None,
+def train(cfg: LitopsConfig, dataset_dir: str | Path, ckpt_dir: Path, logger: MetricLogger, mirror=None,
           data_version: str = "") -> TrainResult:
-    """`mirror`: a litops.train.remote_checkpoints.S3CheckpointMirror (resume from / upload to S3), or None.
-    `data_version`: the DVC version of `dataset_dir`, recorded beside a feature cache built from it."""
+    """`dataset_dir`: a folder or s3:// URL holding train/*.tar. `mirror`: an S3CheckpointMirror or None.
+    `data_version`: the DVC version of the data, recorded beside a feature cache built from it."""
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -97,95 +94,42 @@ def train(cfg: LitopsConfig, dataset_dir: Path, ckpt_dir: Path, logger: MetricLo
     device = ddp.device if ddp.active else pick_device(tc.device)
     torch.manual_seed(tc.seed)
 
-    model = LiTModel(cfg.model, cfg.data.image_size).to(device)  # built first (the cache keys on it)
-    cached = feature_cache.train_split(cfg, model, dataset_dir, device, data_version, write=ddp.is_main)
-    data, features = cached.data, cached.features  # features [N, D] of a locked image tower, or None
-    bs = min(tc.batch_size, len(data))
-    ddp.local_batch(bs)  # the global batch must split evenly over the ranks
-    forward = ddp.wrap(model)  # DDP wrapper (the model itself in one process)
+    model = LiTModel(cfg.model, cfg.data.image_size).to(device)  # built first: the feature cache keys on it
+    data = open_train_stream(cfg, model, str(dataset_dir), device, ddp, data_version)
+    ddp.local_batch(data.global_batch)  # the global batch must split evenly over the ranks
+    forward = torch.compile(ddp.wrap(model)) if tc.compile else ddp.wrap(model)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
-    if tc.compile:
-        forward = torch.compile(forward)
-    tokens = model.text_tower.tokenize(data.captions)
     optimizer = make_optimizer(model, tc.lr, tc.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc.warmup_steps, tc.steps))
-
-    start, resumed_from = 0, None
-    if mirror is not None:  # the newest checkpoint on the object store (a replacement pod)
-        mirror.pull(ckpt_dir)
-    last = latest_checkpoint(ckpt_dir) if ddp.is_main else None
-    agreed = ddp.agree_step(distributed.checkpoint_step(last))  # every rank resumes rank 0's step
-    last = step_path(ckpt_dir, agreed) if agreed is not None else None
-    if last is not None:
-        state = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = resumed_from = state["step"]
-        print(f"resuming from {last.name} (step {start}/{tc.steps})", file=sys.stderr, flush=True)
+    checkpoints = Checkpointer(cfg, ckpt_dir, ddp, mirror)
+    resumed = checkpoints.resume(model, optimizer, scheduler, device)
+    start = resumed[0] if resumed else 0
+    if resumed:
+        check_cursor(data, *resumed)
     else:
-        logger.log_params({"n_train": len(data), "device": str(device), "feature_cache": cached.status,
+        logger.log_params({"n_train": data.split.total, "device": str(device), "feature_cache": data.cache.status,
                            "precision": "bf16" if bf16 else "fp32"})
-
-    def state_at(step: int) -> dict[str, Any]:
-        return {"config": to_dict(cfg), "image_size": cfg.data.image_size, "step": step, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    step = Stepper(cfg, model, forward, optimizer, scheduler, ddp, device, bf16)
 
     model.train()
-    loss_value, seen, t0 = float("nan"), 0, time.perf_counter()
+    loss, seen, t0 = float("nan"), 0, time.perf_counter()
     bar = start_progress("train", tc.steps, unit="step", initial=start, silent=not ddp.is_main)
-    for step in range(start, tc.steps):
-        idx = ddp.shard(batch_indices(step, bs, len(data), tc.seed))  # this rank's slice
-        batch_tokens = {k: v[idx] for k, v in tokens.items()}
-        width = int(batch_tokens["attention_mask"].sum(1).max().clamp_min(1))
-        batch_tokens = {k: v[:, :width].to(device) for k, v in batch_tokens.items()}
-        # cached features or (augmented) pixels; direct or GradCache forward+backward, bf16 on CUDA
-        if features is not None:
-            pixels, feats = None, features[idx].to(device)
-        else:
-            images = feature_cache.augment(data.images[idx], tc.augment, step, tc.seed)
-            pixels, feats = model.image_tower.preprocess(images.to(device)), None
-        if ddp.active:  # exact global loss over all ranks
-            def loss_fn(img, txt, scale, bias):
-                return ddp.loss(cfg.loss.name, img, txt, scale, bias)
-        else:
-            def loss_fn(img, txt, scale, bias):
-                return contrastive_loss(cfg.loss.name, img, txt, scale, bias, impl=cfg.loss.impl)
-        optimizer.zero_grad(set_to_none=True)
-        loss = gradcache.train_step(forward, model, pixels, batch_tokens, feats, loss_fn, tc.micro_batch_size, bf16)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(max=math.log(100.0))
-        loss_value, seen = loss.item(), seen + bs
-        done = step + 1
+    for batch in data.batches(start, tc.steps, ddp.rank, ddp.world):
+        loss, grad_norm = step(batch)
+        seen, done = seen + data.global_batch, batch.step + 1
         if ddp.is_main and (done % LOG_EVERY == 0 or done == tc.steps):  # rank 0 logs
-            metrics = {"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
-                       "train/logit_scale": model.logit_scale.detach().exp().item(),
-                       "train/logit_bias": model.logit_bias.detach().item(),
-                       "train/samples_per_s": seen / (time.perf_counter() - t0)}
-            if grad_norm is not None:
-                metrics["train/grad_norm"] = float(grad_norm)
-            logger.log_metrics(metrics, step=done)
-        if ddp.is_main and (done % tc.checkpoint_every == 0 or done == tc.steps):  # rank 0 writes
-            atomic_save(state_at(done), step_path(ckpt_dir, done))
-            prune_checkpoints(ckpt_dir)
-            if mirror is not None:
-                mirror.push(step_path(ckpt_dir, done))
-        bar.update(1, loss=f"{loss_value:.3f}")
+            logger.log_metrics(step_metrics(loss, grad_norm, model, scheduler, seen / (time.perf_counter() - t0)), done)
+        if checkpoints.due(done):
+            checkpoints.save(done, model, optimizer, scheduler, data.cursor(done))
+        crash_point(f"after_step_{done}")
+        bar.update(1, loss=f"{loss:.3f}")
     bar.close()
     ddp.report_weights(model)  # every rank prints its weights' digest (they must agree)
+    resumed_from = resumed[0] if resumed else None
     if not ddp.is_main:  # rank 0 alone exports and reports the result
-        return TrainResult(str(ckpt_dir / MODEL_FILE), tc.steps, resumed_from, loss_value, 0.0)
-
-    final = latest_checkpoint(ckpt_dir)
-    if final is None:  # steps == 0: still export the initial weights
-        atomic_save(state_at(start), step_path(ckpt_dir, start))
-        final = step_path(ckpt_dir, start)
-    state = torch.load(final, map_location="cpu", weights_only=False)
-    export_model(state, ckpt_dir / MODEL_FILE)
-    if mirror is not None:
-        mirror.push(ckpt_dir / MODEL_FILE, keep=None)
+        return TrainResult(str(ckpt_dir / "model.pt"), tc.steps, resumed_from, loss, 0.0)
+    if tc.steps == 0 and not resumed:  # nothing trained: still export the initial weights
+        checkpoints.save(0, model, optimizer, scheduler, data.cursor(0))
+    model_path, steps = checkpoints.export()
     elapsed = time.perf_counter() - t0
-    return TrainResult(str(ckpt_dir / MODEL_FILE), state["step"], resumed_from, loss_value, seen / elapsed if seen else 0.0)
+    return TrainResult(str(model_path), steps, resumed_from, loss, seen / elapsed if seen else 0.0)

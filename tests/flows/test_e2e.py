@@ -63,11 +63,11 @@ def test_retrain_promotes_then_skips_then_rejects_a_worse_challenger(harness, ho
     probe = textwrap.dedent(f"""
         import io, json, sys
         import mlflow, numpy as np, pandas as pd
-        from litops.core.shards import read_split
+        from litops.core.stream import SplitStream
         from PIL import Image
         mlflow.set_tracking_uri("sqlite:///{home}/mlflow.db")
         model = mlflow.pyfunc.load_model("models:/lit-embedded@champion")
-        split = read_split("{first_dataset(home)}", "val", 32, limit=64)
+        split = next(SplitStream.open("{first_dataset(home)}", "val").one_pass(batch_size=64, image_size=32))
         images = []
         for img in split.images:
             buf = io.BytesIO(); Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG"); images.append(buf.getvalue())

@@ -1,4 +1,4 @@
-"""The locked-tower feature cache: same training, reused, invalidated by data, weights and preprocessing."""
+"""The per-shard feature cache: incremental, equal to the tower's outputs, keyed on weights and preprocessing."""
 
 from __future__ import annotations
 
@@ -10,105 +10,180 @@ import torch
 
 from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfig
 from litops.core.model import LiTModel
-from litops.core.pretrained import efficientnet_lite0_weights
+from litops.core.shard_index import index_members, read_member
+from litops.core.shards import decode_image
+from litops.core.stream import SampleSource, SplitStream
 from litops.train import feature_cache as fc
-from litops.train.logger import JsonlLogger
-from litops.train.loop import train
-from tests.conftest import make_tiny_dataset
+from litops.train.augment import augment
+from tests.conftest import COLOURS, SHAPES, _draw, write_shard
+
+PER_SHARD = 8
+CPU = torch.device("cpu")
+COMBOS = [(c, s) for c in COLOURS for s in SHAPES]
 
 
-def lit_config(**model_kw) -> LitopsConfig:
-    return LitopsConfig(
-        data=DataConfig(image_size=32),
-        model=ModelConfig(**{"image_tower": "efficientnet_lite0", "lock": "Lu", "image_input_size": 32, "embed_dim": 32,
-                             "text_width": 32, "text_heads": 2, "vocab_size": 512, **model_kw}),
-        train=TrainConfig(steps=4, batch_size=16, checkpoint_every=4, warmup_steps=1, lr=1e-3),
-    )
+def add_shard(dataset: Path, j: int) -> None:
+    samples = []
+    for i in range(PER_SHARD):
+        colour, shape = COMBOS[(i + j) % len(COMBOS)]
+        samples.append((f"s{j:02d}-{i:02d}", _draw(colour, shape, 24 + 4 * (i % 3)), f"a {colour} {shape}", {}))
+    write_shard(dataset / "train" / f"shard-{j:06d}.tar", samples)
 
 
 @pytest.fixture
-def repo_dataset(tmp_path) -> Path:
-    """A dataset laid out as in the data repo: <repo>/datasets/<name>."""
-    return make_tiny_dataset(tmp_path / "data" / "datasets" / "tiny")
+def dataset(tmp_path) -> Path:
+    """Ten small shards laid out as in the data repo: <repo>/datasets/<name>."""
+    root = tmp_path / "data" / "datasets" / "tiny"
+    for j in range(10):
+        add_shard(root, j)
+    return root
 
 
-def test_cached_training_matches_uncached_and_is_reused(repo_dataset, tmp_path, monkeypatch, capsys):
-    cfg = lit_config()
-    uncached = train(LitopsConfig(**{**cfg.__dict__, "train": TrainConfig(**{**cfg.train.__dict__, "feature_cache": False})}),
-                     repo_dataset, tmp_path / "u", JsonlLogger(tmp_path / "u.jsonl"))
-    built = train(cfg, repo_dataset, tmp_path / "b", JsonlLogger(tmp_path / "b.jsonl"), data_version="abc.dir")
-    files = list((tmp_path / "data" / "features" / "tiny").glob("*.pt"))
-    assert len(files) == 1, "stored beside the data: <data repo>/features/<dataset>/<key>.pt"
-    meta = json.loads(files[0].with_suffix(".json").read_text())
-    assert meta["data_version"] == "abc.dir" and meta["samples"] == 64
-    a = torch.load(uncached.model_path, weights_only=False)["model"]
-    b = torch.load(built.model_path, weights_only=False)["model"]
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("a cache hit must not decode images")
-
-    monkeypatch.setattr(fc, "read_split", no_decoding)
-    capsys.readouterr()
-    hit = train(cfg, repo_dataset, tmp_path / "h", JsonlLogger(tmp_path / "h.jsonl"))
-    assert "feature cache: hit" in capsys.readouterr().err
-    c = torch.load(hit.model_path, weights_only=False)["model"]
-    assert all(torch.equal(b[k], c[k]) for k in b)
+@pytest.fixture(scope="module")
+def tower_weights(tmp_path_factory) -> Path:
+    """A random scratch CNN's weights: what `L` loads into a scratch tower."""
+    path = tmp_path_factory.mktemp("weights") / "cnn.pt"
+    torch.manual_seed(0)
+    torch.save(LiTModel(ModelConfig(image_width=8), 32).image_tower.state_dict(), path)
+    return path
 
 
-def _key(cfg: LitopsConfig, dataset: Path) -> tuple[str, str]:
+def lit_config(weights: Path, workers: int = 0, **model_kw) -> LitopsConfig:
+    return LitopsConfig(
+        data=DataConfig(image_size=32, workers=workers),
+        model=ModelConfig(**{"image_tower": "scratch_cnn", "lock": "Lu", "pretrained_path": str(weights),
+                             "image_width": 8, "embed_dim": 16, "text_width": 16, "text_heads": 2,
+                             "vocab_size": 256, **model_kw}),
+        train=TrainConfig(steps=2, batch_size=8),
+    )
+
+
+def prepare(cfg: LitopsConfig, dataset: Path, log=lambda m: None, **kw) -> fc.FeatureCache:
     model = LiTModel(cfg.model, cfg.data.image_size)
-    got = fc.train_split(cfg, model, dataset, torch.device("cpu"), log=lambda m: None)
-    return got.status, got.path.name
+    return fc.prepare(cfg, model, dataset, SplitStream.open(dataset, "train"), CPU, log=log, **kw)
 
 
-def test_changes_to_data_weights_or_preprocessing_invalidate(repo_dataset, tmp_path):
-    cfg = lit_config()
-    status, key = _key(cfg, repo_dataset)
-    assert status == "built"
-    assert _key(cfg, repo_dataset) == ("hit", key)
+def file_stamps(files: list[str]) -> dict[str, tuple[bytes, int]]:
+    return {f: (Path(f).read_bytes(), Path(f).stat().st_mtime_ns) for f in files}
 
-    # weights: another pretrained file for the same architecture
-    sd = torch.load(efficientnet_lite0_weights(), weights_only=True)
+
+def tower_outputs(model: LiTModel, url: str) -> tuple[list[str], torch.Tensor]:
+    """What the locked tower gives for a shard's images, decoded to its input size."""
+    with open(url, "rb") as f:
+        samples = index_members(f)
+        images = torch.stack([decode_image(read_member(f, s.members[s.image_ext]), model.image_input_size)
+                              for s in samples])
+    tower = model.image_tower.eval()
+    with torch.no_grad():
+        return [s.key for s in samples], tower(tower.preprocess(images))
+
+
+def test_adding_a_shard_encodes_that_shard_alone(dataset, tower_weights, tmp_path, capsys):
+    cfg = lit_config(tower_weights, workers=2)  # decoded in two reader processes
+    first = prepare(cfg, dataset)
+    assert (first.status, first.encoded, first.reused) == ("built", 10, 0)
+    cache_dir = tmp_path / "data" / "features" / "tiny"
+    assert all(Path(f).parent == cache_dir for f in first.feature_files), "beside the data, versioned with it"
+    before = file_stamps(first.feature_files)
+
+    add_shard(dataset, 10)
+    capsys.readouterr()
+    second = prepare(cfg, dataset, log=fc.say, data_version="abc.dir")
+    assert (second.status, second.encoded, second.reused) == ("built", 1, 10)
+    assert "feature cache: 1 of 11 shards encoded, 10 reused" in capsys.readouterr().err
+    assert second.feature_files[:10] == first.feature_files
+    assert file_stamps(first.feature_files) == before, "reused files are neither rewritten nor touched"
+    meta = json.loads(Path(second.feature_files[10]).with_suffix(".json").read_text())
+    assert meta["shard"] == "shard-000010.tar" and meta["data_version"] == "abc.dir" and meta["samples"] == PER_SHARD
+    assert meta["tower"] == "ScratchCNN" and meta["preprocessing"]["input_size"] == 32
+
+    third = prepare(cfg, dataset)
+    assert (third.status, third.encoded, third.reused) == ("hit", 0, 11)
+
+
+def test_features_are_the_towers_outputs_and_stream_by_key(dataset, tower_weights):
+    cfg = lit_config(tower_weights, image_input_size=24)  # decoded straight to the tower's 24 px
+    cache = prepare(cfg, dataset)
+    model = LiTModel(cfg.model, cfg.data.image_size)
+    split = SplitStream.open(dataset, "train")
+    expected = {}
+    for url, path in zip(split.urls, cache.feature_files):
+        keys, outputs = tower_outputs(model, url)
+        blob = torch.load(path, weights_only=True)
+        assert blob["keys"] == keys and blob["features"].dtype == torch.float32
+        assert torch.allclose(blob["features"], outputs, atol=1e-5)
+        expected.update(zip(keys, outputs))
+
+    source = SampleSource(split.urls, image_size=None, feature_files=cache.feature_files)
+    batch = source.batch(0, [(3, 2), (7, 5), (0, 0), (9, 7)])
+    assert batch.keys == ["s03-02", "s07-05", "s00-00", "s09-07"] and batch.images is None
+    assert torch.allclose(batch.features, torch.stack([expected[k] for k in batch.keys]), atol=1e-5)
+
+
+def test_ranks_encode_their_own_shards_then_meet_at_the_barrier(dataset, tower_weights):
+    cfg = lit_config(tower_weights)
+    files = lambda: sorted(p.name for p in (dataset.parent.parent / "features" / "tiny").glob("*.pt"))  # noqa: E731
+    seen_by_rank0 = {}
+
+    def rank1_barrier() -> None:  # rank 1 is done; rank 0 runs its part, which ends at the same barrier
+        seen_by_rank0["before"] = files()
+        seen_by_rank0["result"] = prepare(cfg, dataset, rank=0, world=2)
+
+    rank1 = prepare(cfg, dataset, rank=1, world=2, barrier=rank1_barrier)
+    assert len(seen_by_rank0["before"]) == 5, "rank 1 encodes the odd shards"
+    assert seen_by_rank0["result"].feature_files == rank1.feature_files and len(files()) == 10
+
+
+def test_weights_or_input_size_pick_other_files(dataset, tower_weights, tmp_path):
+    base = prepare(lit_config(tower_weights), dataset).feature_files
+
+    sd = torch.load(tower_weights, weights_only=True)
     first = next(iter(sd))
     sd[first] = sd[first] * 1.01
-    torch.save(sd, tmp_path / "tweaked.pth")
-    status, key_w = _key(lit_config(pretrained_path=str(tmp_path / "tweaked.pth")), repo_dataset)
-    assert status == "built" and key_w != key
-
-    # preprocessing: the tower's input size, or the decode size
-    status, key_p = _key(lit_config(image_input_size=48), repo_dataset)
-    assert status == "built" and key_p not in (key, key_w)
-    cfg_decode = lit_config()
-    cfg_decode.data.image_size = 24
-    status, key_d = _key(cfg_decode, repo_dataset)
-    assert status == "built" and key_d not in (key, key_w, key_p)
-
-    # data: one training sample changes -> another data version
-    make_tiny_dataset(repo_dataset, per_split={"train": 63, "val": 16, "test": 16})
-    status, key_x = _key(cfg, repo_dataset)
-    assert status == "built" and key_x not in (key, key_w, key_p, key_d)
-    assert len(list((tmp_path / "data" / "features" / "tiny").glob("*.pt"))) == 5
+    torch.save(sd, tmp_path / "tweaked.pt")
+    tweaked = prepare(lit_config(tmp_path / "tweaked.pt"), dataset)
+    resized = prepare(lit_config(tower_weights, image_input_size=24), dataset)
+    for other in (tweaked, resized):
+        assert other.status == "built" and other.encoded == 10
+        assert not set(other.feature_files) & set(base)
+    assert not set(tweaked.feature_files) & set(resized.feature_files)
+    assert len(list((tmp_path / "data" / "features" / "tiny").glob("*.pt"))) == 30
 
 
-def test_augmentation_or_unlocking_disables_the_cache_and_says_so(repo_dataset, tmp_path, capsys):
-    cfg = lit_config()
+def test_a_file_that_does_not_hold_its_shards_samples_is_encoded_again(dataset, tower_weights):
+    cfg = lit_config(tower_weights)
+    files = prepare(cfg, dataset).feature_files
+    torch.save({"keys": ["other"], "features": torch.zeros(1, 4)}, files[4])
+    messages = []
+    again = prepare(cfg, dataset, log=messages.append)
+    assert (again.encoded, again.reused) == (1, 9) and torch.load(files[4], weights_only=True)["keys"][0] == "s04-00"
+    assert any("re-encoding 1 shard" in m for m in messages)
+
+
+def test_augmentation_or_unlocking_disables_the_cache_and_says_so(dataset, tower_weights, tmp_path):
+    cfg = lit_config(tower_weights)
     cfg.train.augment = "crop"
-    cfg.train.steps = 2
-    train(cfg, repo_dataset, tmp_path / "a", JsonlLogger(tmp_path / "a.jsonl"))
-    err = capsys.readouterr().err
-    assert "feature cache: disabled: train.augment=crop" in err
+    messages = []
+    got = prepare(cfg, dataset, log=messages.append)
+    assert (got.status, got.feature_files) == ("disabled", None)
+    assert messages and messages[0].startswith("disabled: train.augment=crop")
     assert not (tmp_path / "data" / "features").exists()
-    records = [json.loads(l) for l in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert any(r.get("params", {}).get("feature_cache") == "disabled" for r in records)
 
-    model = LiTModel(lit_config(unlocked_groups=1).model, 32)
-    assert "unlocked_groups=1" in fc.disabled_reason(lit_config(unlocked_groups=1), model)
-    assert fc.disabled_reason(lit_config(lock="Uu"), LiTModel(lit_config(lock="Uu").model, 32)) is None  # n/a
+    unlocked = lit_config(tower_weights, image_tower="efficientnet_lite0", pretrained_path="", unlocked_groups=1)
+    messages.clear()
+    got = fc.prepare(unlocked, LiTModel(unlocked.model, 32), dataset, SplitStream.open(dataset, "train"), CPU,
+                     log=messages.append)
+    assert got.status == "disabled" and "model.unlocked_groups=1" in messages[0]
+    off = lit_config(tower_weights)
+    off.train.feature_cache = False
+    assert prepare(off, dataset).status == "off"
+    trained = lit_config(tower_weights, lock="uu", pretrained_path="")
+    assert fc.disabled_reason(trained, LiTModel(trained.model, 32)) is None
+    assert prepare(trained, dataset) == fc.FeatureCache(None, "n/a", 0, 0)
 
 
 def test_crop_augmentation_shifts_images_deterministically():
     imgs = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
-    a, b = fc.augment(imgs, "crop", 5, 0), fc.augment(imgs, "crop", 5, 0)
+    a, b = augment(imgs, "crop", 5, 0), augment(imgs, "crop", 5, 0)
     assert torch.equal(a, b) and a.shape == imgs.shape and a.dtype == torch.uint8
-    assert not torch.equal(a, fc.augment(imgs, "crop", 6, 0))
+    assert not torch.equal(a, augment(imgs, "crop", 6, 0))

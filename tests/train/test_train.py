@@ -15,9 +15,9 @@ import torch
 from litops.core.checkpoint import latest_checkpoint, load_model
 from litops.core.component_cli import parse_result
 from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfig, to_dict
-from litops.core.shards import read_split
+from litops.core.stream import SplitStream
 from litops.train.logger import JsonlLogger
-from litops.train.loop import batch_indices, train
+from litops.train.loop import train
 
 
 def tiny_config(**train_kw) -> LitopsConfig:
@@ -26,14 +26,6 @@ def tiny_config(**train_kw) -> LitopsConfig:
         model=ModelConfig(image_width=16, text_width=32, text_layers=1, text_heads=2, embed_dim=32, vocab_size=512),
         train=TrainConfig(**{"steps": 12, "batch_size": 16, "checkpoint_every": 4, "warmup_steps": 2, **train_kw}),
     )
-
-
-def test_batches_cover_each_epoch_once():
-    n, bs = 10, 4
-    seen = torch.cat([batch_indices(s, bs, n, seed=3) for s in range(5)])  # 20 draws = 2 epochs
-    assert sorted(seen[:10].tolist()) == list(range(10))
-    assert sorted(seen[10:].tolist()) == list(range(10))
-    assert torch.equal(batch_indices(2, bs, n, seed=3), batch_indices(2, bs, n, seed=3))
 
 
 def test_training_lowers_the_loss_and_writes_checkpoints(tiny_dataset, tmp_path):
@@ -48,7 +40,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints(tiny_dataset, tmp_path)
     model, loaded_cfg = load_model(result.model_path)
     assert loaded_cfg.train.steps == 60
     # Held-out images pick their own caption among the 8 distinct ones far above chance (1/8).
-    val = read_split(tiny_dataset, "val", 32)
+    val = next(SplitStream.open(tiny_dataset, "val").one_pass(batch_size=1000, image_size=32))
     names = sorted(set(val.captions))
     scores = model.embed_images(val.images) @ model.embed_texts(names).T
     acc = (scores.argmax(1) == torch.tensor([names.index(c) for c in val.captions])).float().mean().item()

@@ -1,0 +1,48 @@
+"""One optimisation step: the batch onto the device, forward and backward (direct or GradCache), update."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from litops.core.losses import contrastive_loss
+from litops.core.stream import StreamBatch
+from litops.train import gradcache
+from litops.train.augment import augment
+
+
+class Stepper:
+    def __init__(self, cfg, model, forward, optimizer, scheduler, ddp, device: torch.device, bf16: bool):
+        self.cfg, self.model, self.forward = cfg, model, forward
+        self.optimizer, self.scheduler, self.ddp, self.device, self.bf16 = optimizer, scheduler, ddp, device, bf16
+
+    def loss_fn(self, img, txt, scale, bias):
+        if self.ddp.active:  # the exact global loss over every rank's embeddings
+            return self.ddp.loss(self.cfg.loss.name, img, txt, scale, bias)
+        return contrastive_loss(self.cfg.loss.name, img, txt, scale, bias, impl=self.cfg.loss.impl)
+
+    def inputs(self, batch: StreamBatch):
+        tokens = self.model.text_tower.tokenize(batch.captions)
+        width = int(tokens["attention_mask"].sum(1).max().clamp_min(1))  # drop all-padding columns
+        tokens = {k: v[:, :width].to(self.device) for k, v in tokens.items()}
+        if batch.features is not None:
+            return None, tokens, batch.features.to(self.device)
+        tc = self.cfg.train
+        images = augment(batch.images, tc.augment, batch.step, tc.seed)
+        return self.model.image_tower.preprocess(images.to(self.device)), tokens, None
+
+    def __call__(self, batch: StreamBatch) -> tuple[float, float | None]:
+        """(loss, gradient norm before clipping or None) of one step on this rank's batch."""
+        tc = self.cfg.train
+        pixels, tokens, features = self.inputs(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = gradcache.train_step(self.forward, self.model, pixels, tokens, features, self.loss_fn,
+                                    tc.micro_batch_size, self.bf16)
+        params = self.model.parameters()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip > 0 else None
+        self.optimizer.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(max=math.log(100.0))
+        return loss.item(), None if grad_norm is None else float(grad_norm)
