@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from litops.core.model import LiTModel
+    from litops.core.stream import SplitStream
     from litops.core.workspace import Workspace
     from litops.data import synthesize
     from litops.train import feature_cache
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             dataset_dir = Path(synthesize(cfg, ws)["dataset_dir"])
             if cache:  # build (or hit) the cache outside the timed loop
                 t0 = time.perf_counter()
-                got = feature_cache.train_split(cfg, LiTModel(cfg.model, cfg.data.image_size), dataset_dir,
-                                                torch.device("cpu"))
+                got = feature_cache.prepare(cfg, LiTModel(cfg.model, cfg.data.image_size), dataset_dir,
+                                            SplitStream.open(dataset_dir, "train"), torch.device("cpu"))
                 out["cache_status"], out["cache_prepare_s"] = got.status, round(time.perf_counter() - t0, 1)
             ckpt = Path(tmp) / f"cache-{cache}"
             train(cfg, dataset_dir, ckpt, JsonlLogger(ckpt / "metrics.jsonl"))
