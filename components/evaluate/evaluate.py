@@ -18,21 +18,25 @@ the `*_heldout` metrics left out):
   alternating). `compositional_acc` over all pairs, `compositional_acc_binding` over the
   two-object swaps only.
 
-Work is shared across models: splits and swapped captions are built once (`prepare_eval`);
-per model every image is embedded once and every distinct text once (`score_model`).
+Work is shared across models: captions, metadata and swapped captions are read once, without
+decoding any image (`prepare_eval`). Per model (`score_model`) every distinct text is embedded
+once, and each split's images are streamed from its shards in batches, decoded straight to that
+model's input size and embedded batch by batch: only the [N, D] embeddings stay in memory.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 
 from litops.core.progress import Progress, start as start_progress
-from litops.core.shards import Split, read_split, shard_urls
+from litops.core.shard_index import split_urls
+from litops.core.stream import SplitStream, StreamBatch
 
 from . import metrics as M
 
@@ -42,9 +46,45 @@ DATASET_JSON = "dataset.json"
 
 
 class Embedder(Protocol):
+    """Anything that embeds uint8 images and texts; an `image_input_size` attribute, when present,
+    is the pixels per side its images are decoded to."""
+
     def embed_images(self, images_uint8: torch.Tensor, batch_size: int = ...) -> torch.Tensor: ...
 
     def embed_texts(self, texts: list[str], batch_size: int = ...) -> torch.Tensor: ...
+
+
+@dataclass
+class SplitSamples:
+    """A split's keys, captions and metadata in shard order, and the stream that re-reads its images."""
+
+    name: str
+    stream: SplitStream
+    keys: list[str]
+    captions: list[str]
+    metas: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def read(cls, stream: SplitStream, name: str, batch_size: int, workers: int = 0) -> "SplitSamples":
+        """Texts and metadata only: no image is decoded."""
+        keys, captions, metas = [], [], []
+        for batch in stream.one_pass(batch_size, None, reader_workers(stream.total, batch_size, workers), with_metas=True):
+            keys += batch.keys
+            captions += batch.captions
+            metas += batch.metas
+        return cls(name, stream, keys, captions, metas)
+
+    def image_batches(self, batch_size: int, image_size: int, workers: int = 0) -> Iterator[StreamBatch]:
+        """The split's images in shard order, uint8 [b, 3, image_size, image_size] per batch."""
+        return self.stream.one_pass(batch_size, image_size, reader_workers(len(self), batch_size, workers))
+
+
+def reader_workers(samples: int, batch_size: int, workers: int) -> int:
+    """Reader processes for one pass: a process without a batch to read would only cost its start."""
+    return max(0, min(workers, math.ceil(samples / batch_size)))
 
 
 @dataclass
@@ -59,7 +99,7 @@ class ZeroShotTask:
 class PreparedSplit:
     name: str  # split folder: val | test
     suffix: str  # metric-name suffix: "" | "_heldout"
-    split: Split
+    split: SplitSamples
     captions: list[str]  # distinct captions
     caption_ids: torch.Tensor  # [N] -> captions
     zeroshot: list[ZeroShotTask] = field(default_factory=list)
@@ -86,6 +126,8 @@ class EvalSet:
     ks: list[int]
     batch_size: int
     notes: list[str] = field(default_factory=list)
+    image_size: int = 0  # decode size for a model without `image_input_size`
+    workers: int = 0  # reader processes per pass over a split; 0: in this process
 
     def texts(self) -> list[str]:
         """Every distinct text any metric needs: captions, swapped captions, prompts."""
@@ -133,7 +175,7 @@ def _objects(meta: Any) -> list[dict] | None:
     return objs if isinstance(objs, list) and all(isinstance(o, dict) for o in objs) else None
 
 
-def prepare_split(split: Split, name: str, suffix: str, attributes: dict[str, list[str]],
+def prepare_split(split: SplitSamples, name: str, suffix: str, attributes: dict[str, list[str]],
                   zeroshot_attributes: Sequence[str] = ZEROSHOT_ATTRIBUTES) -> PreparedSplit:
     captions, caption_ids = M.caption_index(split.captions)
     prep = PreparedSplit(name, suffix, split, captions, caption_ids)
@@ -175,8 +217,10 @@ def prepare_split(split: Split, name: str, suffix: str, attributes: dict[str, li
 
 
 def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[str], ks: Sequence[int],
-                 batch_size: int = 256, splits: Sequence[tuple[str, str]] = SPLITS) -> EvalSet:
-    """Read the splits that exist and build everything the metrics need that no model changes."""
+                 batch_size: int = 256, splits: Sequence[tuple[str, str]] = SPLITS, workers: int = 0) -> EvalSet:
+    """Read the captions and metadata of the splits that exist (no pixels) and build everything
+    the metrics need that no model changes. `image_size` is the decode size for models that do
+    not name their own input size; `workers` reader processes stream each split."""
     M.check_templates(templates)
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -186,35 +230,57 @@ def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[s
     attributes, notes = read_attributes(dataset_dir)
     prepared = []
     for name, suffix in splits:
-        if not shard_urls(Path(dataset_dir), name):
-            notes.append(f"split '{name}' skipped: no shards in {Path(dataset_dir) / name}"
-                         + (f" (metrics *{suffix} not reported)" if suffix else ""))
-            continue
-        try:
-            split = read_split(dataset_dir, name, image_size)
-        except ValueError as e:  # every member unreadable: np.stack of nothing
-            notes.append(f"split '{name}' skipped: no readable samples ({e})")
+        split = _read_split(dataset_dir, name, suffix, batch_size, workers, notes)
+        if split is None:
             continue
         prep = prepare_split(split, name, suffix, attributes)
         notes += prep.notes
         prepared.append(prep)
-    return EvalSet(prepared, attributes, list(templates), ks, batch_size, notes)
+    return EvalSet(prepared, attributes, list(templates), ks, batch_size, notes, int(image_size or 0), workers)
+
+
+def _read_split(dataset_dir: str | Path, name: str, suffix: str, batch_size: int, workers: int,
+                notes: list[str]) -> SplitSamples | None:
+    """The split's samples, or None with a note saying why it is skipped."""
+    if not split_urls(dataset_dir, name):
+        notes.append(f"split '{name}' skipped: no shards in {Path(dataset_dir) / name}"
+                     + (f" (metrics *{suffix} not reported)" if suffix else ""))
+        return None
+    stream = SplitStream.open(dataset_dir, name)
+    if stream.total == 0:
+        notes.append(f"split '{name}' skipped: no readable samples (no shard holds an image with a caption)")
+        return None
+    return SplitSamples.read(stream, name, batch_size, workers)
 
 
 def prepare_from_config(dataset_dir: str | Path, cfg) -> EvalSet:
+    from litops.core.config import resolve_workers
+
     return prepare_eval(dataset_dir, cfg.data.image_size, cfg.eval.prompt_templates, cfg.eval.recall_ks,
-                        cfg.eval.batch_size)
+                        cfg.eval.batch_size, workers=resolve_workers(cfg.data.workers))
 
 
 # --------------------------------------------------------------------------- scoring
 
 
-def _embed_in_batches(embed, items, batch_size: int, bar: Progress) -> torch.Tensor:
-    """`embed` (embed_texts or embed_images) one batch at a time, so progress moves between batches."""
+def _embed_texts(model: Embedder, texts: list[str], batch_size: int, bar: Progress) -> torch.Tensor:
+    """The texts one batch at a time, so progress moves between batches."""
     out = []
-    for i in range(0, len(items), batch_size):
-        batch = items[i : i + batch_size]
-        out.append(embed(batch, batch_size=batch_size).detach().float().cpu())
+    for i in range(0, len(texts), batch_size):
+        batch = texts[i : i + batch_size]
+        out.append(model.embed_texts(batch, batch_size=batch_size).detach().float().cpu())
+        bar.update(len(batch))
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def _embed_split_images(model: Embedder, evalset: EvalSet, split: SplitSamples, bar: Progress) -> torch.Tensor:
+    """Stream the split's images at the model's input size and embed them batch by batch: [N, D]."""
+    size = getattr(model, "image_input_size", None) or evalset.image_size
+    if not size:
+        raise ValueError("no image size: the model has no image_input_size and prepare_eval got none")
+    out = []
+    for batch in split.image_batches(evalset.batch_size, size, evalset.workers):
+        out.append(model.embed_images(batch.images, batch_size=evalset.batch_size).detach().float().cpu())
         bar.update(len(batch))
     return torch.cat(out) if out else torch.empty(0, 0)
 
@@ -230,7 +296,7 @@ def _score(model: Embedder, evalset: EvalSet, bar: Progress) -> ModelReport:
     """score_model's work; each embedded batch of texts or images moves `bar`."""
     texts = evalset.texts()
     row = {t: i for i, t in enumerate(texts)}
-    text_emb = _embed_in_batches(model.embed_texts, texts, evalset.batch_size, bar)
+    text_emb = _embed_texts(model, texts, evalset.batch_size, bar)
 
     def rows(ts: Sequence[str]) -> torch.Tensor:
         return text_emb[torch.tensor([row[t] for t in ts], dtype=torch.long)]
@@ -239,7 +305,7 @@ def _score(model: Embedder, evalset: EvalSet, bar: Progress) -> ModelReport:
     confusion: dict[str, dict[str, Any]] = {}
     recalls: dict[str, dict[str, dict[int, float]]] = {}
     for p in evalset.splits:
-        img = _embed_in_batches(model.embed_images, p.split.images, evalset.batch_size, bar)
+        img = _embed_split_images(model, evalset, p.split, bar)
         sfx = p.suffix
 
         r = M.retrieval_metrics(img, rows(p.captions), p.caption_ids, evalset.ks)

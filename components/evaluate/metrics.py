@@ -15,7 +15,12 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-_CHUNK = 1024  # rows per block: keeps the [rows, T] score blocks small for large splits
+_BLOCK_FLOATS = 1 << 22  # scores per retrieval block (16 MB of float32), whatever the split size
+
+
+def _block_rows(n_cols: int) -> int:
+    """Query rows per block so that a [rows, n_cols] score block holds at most `_BLOCK_FLOATS` values."""
+    return max(1, _BLOCK_FLOATS // max(n_cols, 1))
 
 
 # --------------------------------------------------------------------------- retrieval
@@ -43,30 +48,54 @@ def retrieval_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_ids
       caption i and whose score is >= the score of caption i.
     - t2i, query caption of sample i: rank = number of images whose caption differs from
       caption i and whose score is >= the best score of an image that carries caption i.
+
+    Scores are computed in row blocks of at most `_BLOCK_FLOATS` values; no N×N matrix is ever built.
     """
     image_emb = image_emb.float()
     text_emb = text_emb.float()
     caption_ids = caption_ids.long()
+    per_text = _text_to_image_ranks(image_emb, text_emb, caption_ids)
+    return _image_to_text_ranks(image_emb, text_emb, caption_ids), per_text[caption_ids]
+
+
+def _image_to_text_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_ids: torch.Tensor) -> torch.Tensor:
+    """i2t ranks, one block of images against every distinct caption at a time."""
     n, t = image_emb.shape[0], text_emb.shape[0]
     counts = torch.bincount(caption_ids, minlength=t).float()  # caption slots per distinct text
-
-    i2t = torch.empty(n, dtype=torch.long)
-    for s in range(0, n, _CHUNK):
-        scores = image_emb[s : s + _CHUNK] @ text_emb.T  # [b, T]
-        ids = caption_ids[s : s + _CHUNK]
+    ranks = torch.empty(n, dtype=torch.long)
+    step = _block_rows(t)
+    for s in range(0, n, step):
+        scores = image_emb[s : s + step] @ text_emb.T  # [b, T]
+        ids = caption_ids[s : s + step]
         gt = scores.gather(1, ids[:, None])
         at_least = (scores >= gt).float() @ counts  # slots scoring >= gt, the correct ones included
-        i2t[s : s + _CHUNK] = (at_least - counts[ids]).round().long()
+        ranks[s : s + step] = (at_least - counts[ids]).round().long()
+    return ranks
 
-    per_text = torch.empty(t, dtype=torch.long)
-    arange_t = torch.arange(t)
-    for s in range(0, t, _CHUNK):
-        scores = text_emb[s : s + _CHUNK] @ image_emb.T  # [b, N]
-        match = caption_ids[None, :] == arange_t[s : s + _CHUNK, None]  # [b, N]
-        best = scores.masked_fill(~match, float("-inf")).amax(1, keepdim=True)
-        per_text[s : s + _CHUNK] = ((scores >= best) & ~match).sum(1)
-    t2i = per_text[caption_ids]
-    return i2t, t2i
+
+def _text_to_image_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_ids: torch.Tensor) -> torch.Tensor:
+    """t2i rank per distinct caption, one block of captions against every image at a time.
+
+    The images that carry a block's captions are read off by index (samples sorted by caption),
+    so no [b, N] mask is built: the block's only [b, N] tensors are its scores and one comparison.
+    """
+    n, t = image_emb.shape[0], text_emb.shape[0]
+    by_caption = torch.argsort(caption_ids, stable=True)
+    sorted_ids = caption_ids[by_caption]
+    bounds = torch.searchsorted(sorted_ids, torch.arange(t + 1))  # samples of caption c: bounds[c]..bounds[c+1]
+    ranks = torch.empty(t, dtype=torch.long)
+    step = _block_rows(n)
+    for s in range(0, t, step):
+        e = min(s + step, t)
+        scores = text_emb[s:e] @ image_emb.T  # [b, N]
+        own = by_caption[bounds[s] : bounds[e]]  # images carrying one of the block's captions
+        row = sorted_ids[bounds[s] : bounds[e]] - s
+        own_scores = scores[row, own]
+        best = torch.full((e - s,), float("-inf")).scatter_reduce(0, row, own_scores, "amax")
+        at_least = (scores >= best[:, None]).sum(1)  # images scoring >= best, the correct ones included
+        own_at_least = torch.zeros(e - s, dtype=torch.long).index_add_(0, row, (own_scores >= best[row]).long())
+        ranks[s:e] = at_least - own_at_least
+    return ranks
 
 
 def recall_at_k(ranks: torch.Tensor, ks: Iterable[int]) -> dict[int, float]:

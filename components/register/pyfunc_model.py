@@ -46,7 +46,9 @@ def _image_bytes(value: Any, row: int) -> bytes:
 
 
 def decode_image(data: bytes, size: int, row: int = 0):
-    """Encoded image bytes -> uint8 array [size, size, 3]: RGB, centre-cropped, resized (as in training)."""
+    """Encoded image bytes -> uint8 array [size, size, 3]: RGB, centre-cropped, resized (as in training).
+
+    `size` is the image tower's input size: training and evaluation decode straight to it too."""
     from PIL import Image, UnidentifiedImageError
 
     from litops.core.shards import to_square  # the same preprocessing the training data gets
@@ -67,14 +69,17 @@ class LiTPyfunc(mlflow.pyfunc.PythonModel):
     """Embeds images and/or texts with a LiT model."""
 
     lit_model = None
-    image_size: int = 0
 
     def load_context(self, context) -> None:
         from litops.core.checkpoint import load_model
 
-        model, cfg = load_model(context.artifacts[MODEL_ARTIFACT], map_location="cpu")
+        model, _ = load_model(context.artifacts[MODEL_ARTIFACT], map_location="cpu")
         self.lit_model = model.eval()
-        self.image_size = int(cfg.data.image_size)
+
+    @property
+    def image_input_size(self) -> int:
+        """Pixels per side the images are decoded to: the tower's input, never a second resize."""
+        return int(self.lit_model.image_input_size)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if self.lit_model is None:
@@ -98,7 +103,7 @@ class LiTPyfunc(mlflow.pyfunc.PythonModel):
         rows = _present_rows(values)
         col: list = [None] * len(values)
         if rows:
-            arrays = [decode_image(_image_bytes(values[i], i), self.image_size, i) for i in rows]
+            arrays = [decode_image(_image_bytes(values[i], i), self.image_input_size, i) for i in rows]
             pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
             for i, e in zip(rows, self.lit_model.embed_images(pixels).float().cpu().tolist()):
                 col[i] = e

@@ -6,7 +6,8 @@ Prints one JSON line per input size: {"input_size", "probe_colour", "probe_shape
 "probe_colour_heldout", "probe_shape_heldout", "encode_img_per_s", ...}.
 
 The image tower is EfficientNet-Lite0 with its ImageNet weights, locked (eval mode), fed the
-embedded 64 px images resized to `input_size` as the trainer does (litops.train.feature_cache).
+embedded images streamed from their shards and decoded straight to `input_size`, as the trainer
+does (litops.core.stream); features are gathered batch by batch, never the images of a split.
 A probe is multinomial logistic regression (L-BFGS, a small L2 penalty) on standardised
 pre-logits features of single-object train images, scored on the single-object images of the
 val split (seen colour x shape combinations) and of the test split (`_heldout`: combinations
@@ -31,6 +32,23 @@ def single_object_labels(metas: list[dict], attribute: str, classes: list[str]):
     rows = [i for i, m in enumerate(metas) if len(m.get("objects", [])) == 1]
     labels = [classes.index(metas[i]["objects"][0][attribute]) for i in rows]
     return torch.tensor(rows), torch.tensor(labels)
+
+
+def split_features(tower, dataset_dir: Path, split: str, limit: int | None = None, batch_size: int = 16):
+    """(pre-logits features [N, F], metas) of a split's first `limit` samples, streamed in shard order.
+    16 images per forward: larger CPU batches are slower (litops.core.model.CPU_IMAGE_CHUNK)."""
+    import torch
+
+    from litops.core.stream import SplitStream
+
+    feats, metas = [], []
+    with torch.no_grad():
+        for batch in SplitStream.open(dataset_dir, split).one_pass(batch_size, tower.input_size, with_metas=True):
+            feats.append(tower(tower.preprocess(batch.images)).float())
+            metas += batch.metas
+            if limit is not None and len(metas) >= limit:
+                break
+    return torch.cat(feats)[:limit], metas[:limit]
 
 
 def fit_probe(train_x, train_y, n_classes: int, l2: float = 1e-3):
@@ -65,34 +83,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from litops.core.config import LitopsConfig
     from litops.core.pretrained import TimmImageTower
-    from litops.core.shards import read_split
     from litops.core.workspace import Workspace
     from litops.data import synthesize
     from litops.data.synth import COLOUR_NAMES, SHAPES
-    from litops.train.feature_cache import encode
 
     ws = Workspace(Path(args.home).resolve())
     cfg = LitopsConfig(home=str(ws.home))
     dataset_dir = Path(synthesize(cfg, ws)["dataset_dir"])
-    train = read_split(dataset_dir, "train", cfg.data.image_size)
-    val = read_split(dataset_dir, "val", cfg.data.image_size)
-    test = read_split(dataset_dir, "test", cfg.data.image_size)
-    train_images, train_metas = train.images[: args.n_train], train.metas[: args.n_train]
     tasks = {"colour": list(COLOUR_NAMES), "shape": list(SHAPES)}
-    cpu = torch.device("cpu")
     for size in (int(s) for s in args.sizes.split(",")):
         tower = TimmImageTower("efficientnet_lite0", pretrained=True, input_size=size)
-        tower.requires_grad_(False)
+        tower.requires_grad_(False).eval()
         t0 = time.perf_counter()
-        f_train = encode(tower, train_images, cpu)
-        rate = len(train_images) / (time.perf_counter() - t0)
-        f_val, f_test = encode(tower, val.images, cpu), encode(tower, test.images, cpu)
+        f_train, train_metas = split_features(tower, dataset_dir, "train", args.n_train)
+        rate = len(train_metas) / (time.perf_counter() - t0)  # decoding included, as in a training step
+        heldout = {"": split_features(tower, dataset_dir, "val"), "_heldout": split_features(tower, dataset_dir, "test")}
         line = {"input_size": size, "tower": "efficientnet_lite0 (ImageNet, locked)"}
         for attribute, classes in tasks.items():
             rows, y = single_object_labels(train_metas, attribute, classes)
             predict = fit_probe(f_train[rows], y, len(classes))
-            for split, feats, suffix in ((val, f_val, ""), (test, f_test, "_heldout")):
-                rows_v, y_v = single_object_labels(split.metas, attribute, classes)
+            for suffix, (feats, metas) in heldout.items():
+                rows_v, y_v = single_object_labels(metas, attribute, classes)
                 line[f"probe_{attribute}{suffix}"] = round(float((predict(feats[rows_v]) == y_v).float().mean()), 4)
         line.update({"probe_mean": round((line["probe_colour"] + line["probe_shape"]) / 2, 4),
                      "n_train": len(rows), "encode_img_per_s": round(rate, 1)})

@@ -96,7 +96,7 @@ def test_chunking_matches_single_block(monkeypatch):
     ids = torch.randint(0, 20, (50,))
     ids[:20] = torch.arange(20)  # every text used
     full = M.retrieval_ranks(img, txt, ids)
-    monkeypatch.setattr(M, "_CHUNK", 7)
+    monkeypatch.setattr(M, "_BLOCK_FLOATS", 7 * 20)  # 7 rows of the 20 texts per i2t block
     chunked = M.retrieval_ranks(img, txt, ids)
     assert torch.equal(full[0], chunked[0]) and torch.equal(full[1], chunked[1])
 
