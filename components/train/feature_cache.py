@@ -88,9 +88,37 @@ def shard_digest(url: str, storage: StorageOptions | None = None) -> str:
     return h.hexdigest()
 
 
-def shard_digests(urls: list[str], storage: StorageOptions | None, threads: int) -> list[str]:
+# A shard's digest by (url, size, mtime or ETag), machine-local under the home: reruns read no shard bytes.
+DIGESTS_FILE = "shard-digests.json"
+
+
+def shard_identity(url: str, storage: StorageOptions | None) -> str:
+    """What changes whenever a shard's bytes do: size and mtime locally, size and ETag on S3."""
+    if is_s3(url):
+        info = (storage or StorageOptions()).filesystem().info(url[len(S3_SCHEME):])
+        return f"{info['size']}:{info.get('ETag', '')}"
+    st = os.stat(url)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def shard_digests(urls: list[str], storage: StorageOptions | None, threads: int, memo_path: Path | None = None) -> list[str]:
+    """sha256 of every shard, reusing the digests remembered in `memo_path` for unchanged shards."""
+    memo = json.loads(memo_path.read_text()) if memo_path is not None and memo_path.is_file() else {}
+
+    def digest(url: str) -> tuple[str, str]:
+        identity = shard_identity(url, storage)
+        known = memo.get(url)
+        if known and known.get("identity") == identity:
+            return identity, known["sha256"]
+        return identity, shard_digest(url, storage)
+
     with ThreadPoolExecutor(max(1, threads)) as pool:  # hashing and I/O release the GIL
-        return list(pool.map(lambda u: shard_digest(u, storage), urls))
+        found = list(pool.map(digest, urls))
+    if memo_path is not None:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        memo.update({u: {"identity": i, "sha256": d} for u, (i, d) in zip(urls, found)})
+        write_json(memo_path, memo)
+    return [d for _, d in found]
 
 
 def preprocessing_spec(tower) -> dict[str, Any]:
@@ -179,8 +207,9 @@ def not_applied(cfg: LitopsConfig, model, rank: int, log: Callable[[str], None])
     return FeatureCache(None, status, 0, 0)
 
 
-def feature_paths(cache_dir: Path, split: SplitStream, tower_fp: str, prep: dict[str, Any], threads: int) -> list[Path]:
-    digests = shard_digests(split.urls, split.storage, threads)
+def feature_paths(cache_dir: Path, split: SplitStream, tower_fp: str, prep: dict[str, Any], threads: int,
+                  memo_path: Path | None = None) -> list[Path]:
+    digests = shard_digests(split.urls, split.storage, threads, memo_path)
     return [cache_dir / f"{shard_key(d, tower_fp, prep)}.pt" for d in digests]
 
 
@@ -215,7 +244,7 @@ def prepare(cfg: LitopsConfig, model, dataset_dir: str | Path, split: SplitStrea
     tower, workers = model.image_tower, resolve_workers(cfg.data.workers)
     cache_dir = cache_dir_for(dataset_dir, cfg.home)
     tower_fp, prep = fingerprint(tower), preprocessing_spec(tower)
-    paths = feature_paths(cache_dir, split, tower_fp, prep, threads=workers)
+    paths = feature_paths(cache_dir, split, tower_fp, prep, workers, resolve_home(cfg.home) / DIGESTS_FILE)
     missing = missing_shards(paths, split, log if rank == 0 else lambda m: None)
     mine = [j for j in missing if j % world == rank]
     if mine:

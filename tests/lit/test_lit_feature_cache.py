@@ -59,6 +59,7 @@ def lit_config(weights: Path, workers: int = 0, **model_kw) -> LitopsConfig:
 
 
 def prepare(cfg: LitopsConfig, dataset: Path, log=lambda m: None, **kw) -> fc.FeatureCache:
+    cfg.home = str(dataset.parent.parent / "home")  # the digest memo lives in the workspace
     model = LiTModel(cfg.model, cfg.data.image_size)
     return fc.prepare(cfg, model, dataset, SplitStream.open(dataset, "train"), CPU, log=log, **kw)
 
@@ -78,7 +79,7 @@ def tower_outputs(model: LiTModel, url: str) -> tuple[list[str], torch.Tensor]:
         return [s.key for s in samples], tower(tower.preprocess(images))
 
 
-def test_adding_a_shard_encodes_that_shard_alone(dataset, tower_weights, tmp_path, capsys):
+def test_adding_a_shard_encodes_that_shard_alone(dataset, tower_weights, tmp_path, capsys, monkeypatch):
     cfg = lit_config(tower_weights, workers=2)  # decoded in two reader processes
     first = prepare(cfg, dataset)
     assert (first.status, first.encoded, first.reused) == ("built", 10, 0)
@@ -97,8 +98,14 @@ def test_adding_a_shard_encodes_that_shard_alone(dataset, tower_weights, tmp_pat
     assert meta["shard"] == "shard-000010.tar" and meta["data_version"] == "abc.dir" and meta["samples"] == PER_SHARD
     assert meta["tower"] == "ScratchCNN" and meta["preprocessing"]["input_size"] == 32
 
+    hashed = []
+    real_digest = fc.shard_digest
+    monkeypatch.setattr(fc, "shard_digest", lambda url, storage=None: hashed.append(url) or real_digest(url, storage))
     third = prepare(cfg, dataset)
     assert (third.status, third.encoded, third.reused) == ("hit", 0, 11)
+    assert hashed == [], "unchanged shards are not read again to find their digests"
+    Path(dataset / "train" / "shard-000003.tar").touch()
+    assert prepare(cfg, dataset).status == "hit" and len(hashed) == 1, "a touched shard is hashed again"
 
 
 def test_features_are_the_towers_outputs_and_stream_by_key(dataset, tower_weights):
