@@ -1,0 +1,328 @@
+"""Streaming training data: memory flat in the dataset's size, loader speed against plain WebDataset.
+
+    python tests/benchmarks/data_stream.py [--samples 120000] [--small 12000] [--shard-size 1000] [--size 128]
+        [--input-size 224] [--steps 30] [--batch 64] [--workers -1] [--measure 6400] [--repeats 3]
+        [--data DIR] [--reuse] [--jobs 2]
+
+Generates `--samples` photo-like `--size` px JPEG + caption pairs in img2dataset-layout tars of
+`--shard-size` samples under `<data>/full/train/`; `<data>/small/train/` holds symlinks to the
+first `--small / --shard-size` of them (with `--reuse`, shards already there from an earlier run
+with the same sizes are kept, and missing ones written). Then, each run in its own process:
+
+1. Memory. `python -m litops.train` (run in-process by a wrapper that reads getrusage after it)
+   trains `--steps` steps of a scratch CNN fed `--input-size` px on the small and on the full
+   dataset, `train.device=cpu`. Peak RSS: RUSAGE_SELF for the train process, RUSAGE_CHILDREN for
+   its largest reader process, and their sum; the bar is that the sum differs by < 200 MB
+   between the two datasets. The removed in-memory path held N x 3 x S x S uint8 pixels; that
+   figure (pixels only, without decode overheads) is printed for comparison.
+2. Speed. Samples/s of litops.core.stream (SplitStream + SampleOrder + SampleSource + StepStream +
+   `load`) against a plain `webdataset.WebDataset` pipeline over the same full-dataset shards:
+   `split_by_worker`, `.shuffle(--shuffle-buffer)`, the same `litops.core.shards.decode_image` to
+   `--input-size`, `.batched(--batch)`, a torch DataLoader with the same workers and prefetch
+   factor. Each run skips `--warmup` batches (worker start-up, first reads) and times the next
+   `--measure` samples; `--repeats` runs of each, alternating; medians and their ratio (target >= 0.9).
+
+Prints JSON lines: the data set, one per measurement, and a summary
+({"rss_diff_mb", "target_rss_diff_mb": 200, "loader_vs_wds", "target": 0.9, ...}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGET_RSS_DIFF_MB = 200
+TARGET_RATIO = 0.9
+PREFETCH_FACTOR = 4  # litops.core.stream.load's
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _jpeg(rng: np.random.Generator, size: int) -> bytes:
+    from PIL import Image
+
+    # A smooth gradient plus noise: photo-like JPEG sizes (as tests/benchmarks/ingest.py).
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    base = (ramp[None, :, None] * rng.uniform(0.2, 1.0, 3) + ramp[:, None, None] * rng.uniform(0, 0.5, 3)) % 256
+    pixels = np.clip(base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _write_shard(job: tuple[str, int, int, int, int]) -> None:
+    path, index, first, stop, size = job
+    from litops.data import shards
+
+    rng = np.random.default_rng([0, index])  # per shard: the same bytes whatever the number of jobs
+    members = [m for k in range(first, stop) for m in ((f"{k:09d}.jpg", _jpeg(rng, size)),
+                                                       (f"{k:09d}.txt", f"a generated picture number {k}".encode()))]
+    shards.write_tar(Path(path), members)
+
+
+def generate(data: Path, samples: int, small: int, shard_size: int, size: int, reuse: bool,
+             jobs: int) -> tuple[Path, Path]:
+    """(full dataset, small dataset): folders holding train/*.tar."""
+    full, part = data / "full", data / "small"
+    stamp = data / "sizes.json"
+    want = {"samples": samples, "shard_size": shard_size, "size": size}
+    n_shards = -(-samples // shard_size)
+    paths = [full / "train" / f"{i:05d}.tar" for i in range(n_shards)]
+    if not (reuse and stamp.is_file() and json.loads(stamp.read_text()) == want):
+        for p in (full / "train").glob("*.tar"):
+            p.unlink()
+    (full / "train").mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(want))  # shards are written atomically: those present are complete
+    todo = [(str(p), i, i * shard_size, min((i + 1) * shard_size, samples), size)
+            for i, p in enumerate(paths) if not p.is_file()]
+    if todo:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(max(1, jobs)) as pool:
+            for _ in pool.imap_unordered(_write_shard, todo):
+                pass
+    small_shards = -(-small // shard_size)
+    (part / "train").mkdir(parents=True, exist_ok=True)
+    for p in (part / "train").glob("*.tar"):
+        p.unlink()
+    for p in paths[:small_shards]:
+        (part / "train" / p.name).symlink_to(p.resolve())
+    return full, part
+
+
+def _sample_count(dataset: Path) -> int:
+    from litops.core.shard_index import count_samples
+
+    return sum(count_samples(str(p)) for p in sorted((dataset / "train").glob("*.tar")))
+
+
+# ------------------------------------------------------------------------------------------ children
+
+
+def _rusage_mb() -> tuple[float, float]:
+    """(this process's peak RSS, its largest waited-for child's peak RSS) in MB (Linux: ru_maxrss in KiB)."""
+    return (round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1))
+
+
+def _child_train(dataset: str, config: str, ckpt: str) -> None:
+    """`python -m litops.train` in this process, then its peak memory as one JSON line."""
+    import runpy
+
+    sys.argv = ["litops.train", "--config", config, "--dataset-dir", dataset, "--checkpoint-dir", ckpt]
+    t0 = time.perf_counter()
+    code = 0
+    try:
+        runpy.run_module("litops.train", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    seconds = time.perf_counter() - t0
+    main_mb, reader_mb = _rusage_mb()
+    print(json.dumps({"exit": code, "seconds": round(seconds, 1), "main_peak_rss_mb": main_mb,
+                      "reader_peak_rss_mb": reader_mb}), flush=True)
+
+
+def _drain(it, warmup: int, batches: int) -> tuple[int, float]:
+    """Skip `warmup` batches, then (samples, seconds) over the next `batches`."""
+    for _ in range(warmup):
+        next(it)
+    n, t0 = 0, time.perf_counter()
+    for _ in range(batches):
+        b = next(it)
+        n += len(b[1]) if isinstance(b, (tuple, list)) else len(b)
+    return n, time.perf_counter() - t0
+
+
+def _child_loader(kind: str, dataset: str, opts: str) -> None:
+    """One speed measurement: `kind` litops | wds; prints one JSON line."""
+    import gc
+
+    import torch
+
+    o = json.loads(opts)
+    torch.set_num_threads(1)  # the main process only hands batches on
+    batch, workers, size = o["batch"], o["workers"], o["input_size"]
+    steps = o["warmup"] + o["batches"]
+    t_open = time.perf_counter()
+    if kind == "litops":
+        from litops.core.sample_order import SampleOrder
+        from litops.core.stream import SampleSource, SplitStream, StepStream, load, max_open_shards
+
+        split = SplitStream.open(dataset, "train")  # counts every shard's samples (tar headers only)
+        order = SampleOrder(split.counts, seed=0, window=o["shuffle_buffer"])
+        source = SampleSource(split.urls, size, max_open=max_open_shards(split.urls, split.counts, order.window))
+        it = load(StepStream(source, order, batch, 0, steps), workers)
+    else:
+        import webdataset as wds
+        from torch.utils.data import DataLoader
+
+        from litops.core.shards import decode_image
+
+        urls = [str(p) for p in sorted((Path(dataset) / "train").glob("*.tar"))]
+
+        def decode(sample: dict) -> tuple[torch.Tensor, str]:
+            return decode_image(sample["jpg"], size), sample["txt"].decode("utf-8")
+
+        def collate(samples: list) -> tuple[torch.Tensor, list[str]]:
+            return torch.stack([s[0] for s in samples]), [s[1] for s in samples]
+
+        ds = (wds.WebDataset(urls, shardshuffle=False, workersplitter=wds.split_by_worker)
+              .shuffle(o["shuffle_buffer"]).map(decode).batched(batch, collation_fn=collate, partial=False))
+        loader = (DataLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=PREFETCH_FACTOR)
+                  if workers > 0 else ds)
+        it = iter(loader)
+    open_seconds = time.perf_counter() - t_open
+    samples, seconds = _drain(it, o["warmup"], o["batches"])
+    del it
+    gc.collect()  # DataLoader workers are joined: RUSAGE_CHILDREN covers them
+    main_mb, reader_mb = _rusage_mb()
+    print(json.dumps({"open_seconds": round(open_seconds, 2), "samples": samples, "seconds": round(seconds, 2),
+                      "samples_per_s": round(samples / seconds, 1), "main_peak_rss_mb": main_mb,
+                      "reader_peak_rss_mb": reader_mb}), flush=True)
+
+
+# -------------------------------------------------------------------------------------------- parent
+
+
+def _env() -> dict:
+    return {**os.environ, "LITOPS_PROGRESS": "lines"}
+
+
+def _run_child(*args: str) -> tuple[dict, list[str]]:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=_env())
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"child {args[0]} failed with exit code {out.returncode}")
+    return json.loads(lines[-1]), lines
+
+
+def train_config(args, workers: int, home: str) -> dict:
+    return {
+        "home": home,
+        "data": {"name": "bench", "source": "path", "image_size": args.size, "workers": workers,
+                 "shuffle_buffer": args.shuffle_buffer},
+        "model": {"image_tower": "scratch_cnn", "text_tower": "scratch_transformer",
+                  "image_input_size": args.input_size, "embed_dim": 64, "text_width": 64, "text_layers": 1,
+                  "text_heads": 2},
+        "train": {"steps": args.steps, "batch_size": args.batch, "warmup_steps": min(5, args.steps),
+                  "checkpoint_every": max(1, args.steps) * 10, "device": "cpu", "feature_cache": False},
+    }
+
+
+def run_train(args, dataset: Path, samples: int, workers: int) -> dict:
+    from litops.core.component_cli import parse_result
+
+    with tempfile.TemporaryDirectory(prefix="litops-stream-bench-") as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(train_config(args, workers, str(Path(tmp) / "home"))))
+        usage, lines = _run_child("--child-train", str(dataset), str(config), str(Path(tmp) / "ckpt"))
+    result = parse_result(lines) or {}
+    old_pixels = samples * 3 * args.input_size * args.input_size
+    return {"measure": "train_rss", "samples": samples, "shards": len(list((dataset / "train").glob("*.tar"))),
+            "steps": result.get("steps"), "batch": args.batch, "workers": workers, "image_input_size": args.input_size,
+            "train_samples_per_s": round(result.get("samples_per_s", 0.0), 1), "seconds": usage["seconds"],
+            "main_peak_rss_mb": usage["main_peak_rss_mb"], "reader_peak_rss_mb": usage["reader_peak_rss_mb"],
+            "sum_peak_rss_mb": round(usage["main_peak_rss_mb"] + usage["reader_peak_rss_mb"], 1),
+            "bound_peak_rss_mb": round(usage["main_peak_rss_mb"] + workers * usage["reader_peak_rss_mb"], 1),
+            "old_path_pixel_bytes": old_pixels, "old_path_pixel_gb": round(old_pixels / 1e9, 2),
+            "old_path_note": f"removed in-memory path: N x 3 x {args.input_size} x {args.input_size} uint8, "
+                             "pixels only, without decode overheads"}
+
+
+def run_loader(args, kind: str, dataset: Path, workers: int, run: int) -> dict:
+    opts = {"batch": args.batch, "workers": workers, "input_size": args.input_size,
+            "shuffle_buffer": args.shuffle_buffer, "warmup": args.warmup, "batches": -(-args.measure // args.batch)}
+    r, _ = _run_child("--child-loader", kind, str(dataset), json.dumps(opts))
+    return {"measure": "loader_speed", "loader": kind, "run": run, "workers": workers, "batch": args.batch,
+            "image_input_size": args.input_size, "shuffle_buffer": args.shuffle_buffer,
+            "warmup_batches": args.warmup, **r}
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--child-train":
+        _child_train(*sys.argv[2:])
+        return
+    if len(sys.argv) == 5 and sys.argv[1] == "--child-loader":
+        _child_loader(*sys.argv[2:])
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=120_000, help="samples of the full dataset")
+    p.add_argument("--small", type=int, default=12_000, help="samples of the small dataset (its first shards)")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--size", type=int, default=128, help="generated images' side (data.image_size)")
+    p.add_argument("--input-size", type=int, default=224, help="model.image_input_size: images are decoded to it")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--workers", type=int, default=-1, help="data.workers (-1: auto)")
+    p.add_argument("--shuffle-buffer", type=int, default=10_000, help="data.shuffle_buffer; wds .shuffle() size")
+    p.add_argument("--measure", type=int, default=6400, help="samples timed per speed run")
+    p.add_argument("--warmup", type=int, default=5, help="batches read before timing")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "litops-stream-bench"))
+    p.add_argument("--reuse", action="store_true", help="keep shards generated by an earlier run with the same sizes")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating shards")
+    p.add_argument("--skip-train", action="store_true", help="speed runs only")
+    p.add_argument("--skip-speed", action="store_true", help="memory runs only")
+    args = p.parse_args()
+
+    from litops.core.config import resolve_workers
+
+    workers = resolve_workers(args.workers)
+    data = Path(args.data)
+    t0 = time.perf_counter()
+    full, small = generate(data, args.samples, args.small, args.shard_size, args.size, args.reuse, args.jobs)
+    n_small, n_full = _sample_count(small), _sample_count(full)
+    input_mb = sum(f.stat().st_size for f in (full / "train").glob("*.tar")) / 2**20
+    print(json.dumps({"measure": "data", "generated_or_reused_seconds": round(time.perf_counter() - t0, 1),
+                      "full": str(full), "small": str(small), "samples_full": n_full, "samples_small": n_small,
+                      "shard_size": args.shard_size, "size": args.size, "input_mb_full": round(input_mb, 1),
+                      "cpus": os.cpu_count(), "workers": workers}), flush=True)
+
+    summary: dict = {}
+    if not args.skip_train:
+        runs = {}
+        for name, dataset, n in (("small", small, n_small), ("full", full, n_full)):
+            runs[name] = run_train(args, dataset, n, workers)
+            print(json.dumps(runs[name]), flush=True)
+        diff = runs["full"]["sum_peak_rss_mb"] - runs["small"]["sum_peak_rss_mb"]
+        summary.update({"rss_diff_mb": round(diff, 1), "target_rss_diff_mb": TARGET_RSS_DIFF_MB,
+                        "main_rss_diff_mb": round(runs["full"]["main_peak_rss_mb"]
+                                                  - runs["small"]["main_peak_rss_mb"], 1),
+                        "reader_rss_diff_mb": round(runs["full"]["reader_peak_rss_mb"]
+                                                    - runs["small"]["reader_peak_rss_mb"], 1),
+                        "sum_peak_rss_mb": {k: r["sum_peak_rss_mb"] for k, r in runs.items()},
+                        "old_path_pixel_gb": {k: r["old_path_pixel_gb"] for k, r in runs.items()}})
+    if not args.skip_speed:
+        speeds: dict[str, list[float]] = {"litops": [], "wds": []}
+        for run in range(args.repeats):
+            for kind in (("litops", "wds") if run % 2 == 0 else ("wds", "litops")):
+                r = run_loader(args, kind, full, workers, run)
+                speeds[kind].append(r["samples_per_s"])
+                print(json.dumps(r), flush=True)
+        med = {k: statistics.median(v) for k, v in speeds.items()}
+        summary.update({"loader_samples_per_s_median": med["litops"], "wds_samples_per_s_median": med["wds"],
+                        "loader_vs_wds": round(med["litops"] / med["wds"], 3), "target": TARGET_RATIO})
+    meets = []
+    if "rss_diff_mb" in summary:
+        meets.append(abs(summary["rss_diff_mb"]) < TARGET_RSS_DIFF_MB)
+    if "loader_vs_wds" in summary:
+        meets.append(summary["loader_vs_wds"] >= TARGET_RATIO)
+    summary["meets_targets"] = all(meets)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
