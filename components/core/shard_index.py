@@ -12,11 +12,13 @@ the shard's bytes held in memory (one shard at a time).
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from webdataset.tariterators import base_plus_ext
 
@@ -103,6 +105,49 @@ def open_shard(url: str, storage: StorageOptions | None = None) -> BinaryIO:
 def count_samples(url: str, storage: StorageOptions | None = None) -> int:
     with open_shard(url, storage) as f:
         return len(index_members(f))
+
+
+def shard_identity(url: str, storage: StorageOptions | None = None) -> str:
+    """What changes whenever a shard's bytes do: size and mtime locally, size and ETag on S3."""
+    if is_s3(url):
+        info = (storage or StorageOptions()).filesystem().info(url[len(S3_SCHEME):])
+        return f"{info['size']}:{info.get('ETag', '')}"
+    st = os.stat(url)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+class ShardMemo:
+    """Facts about shards (sample count, digest) remembered by URL and identity in one JSON file,
+    so a rerun neither re-reads tar headers nor re-hashes shards that did not change. Machine-local
+    (it lives under the workspace home); an unreadable file is ignored and rewritten."""
+
+    def __init__(self, path: Path | None, storage: StorageOptions | None = None):
+        self.path, self.storage = path, storage
+        self.entries: dict[str, dict] = {}
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                self.entries = {}
+
+    def get(self, url: str, fact: str, compute) -> Any:
+        identity = shard_identity(url, self.storage) if self.path is not None else ""
+        entry = self.entries.get(url, {})
+        if entry.get("identity") != identity:
+            entry = {"identity": identity}
+        if fact not in entry:
+            entry[fact] = compute(url)
+        self.entries[url] = entry
+        return entry[fact]
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.entries, f)
+        os.replace(tmp, self.path)
 
 
 def shard_size(url: str, storage: StorageOptions | None = None) -> int:

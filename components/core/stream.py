@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -26,8 +27,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from litops.core.sample_order import SampleOrder, batch_positions
-from litops.core.shard_index import (SampleMembers, StorageOptions, count_samples, index_members, is_s3,
-                                     open_shard, read_member, split_urls)
+from litops.core.shard_index import (SampleMembers, ShardMemo, StorageOptions, count_samples, index_members,
+                                     is_s3, open_shard, read_member, split_urls)
 from litops.core.shards import decode_image
 
 
@@ -127,8 +128,12 @@ def load(stream: StepStream, workers: int) -> Iterator[StreamBatch]:
     return iter(DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4))
 
 
-def shard_counts(urls: list[str], storage: StorageOptions | None = None) -> list[int]:
-    return [count_samples(u, storage) for u in urls]
+def shard_counts(urls: list[str], storage: StorageOptions | None = None, memo_path: Path | None = None) -> list[int]:
+    """Complete samples per shard (tar headers read once; remembered in `memo_path` when given)."""
+    memo = ShardMemo(memo_path, storage)
+    counts = [memo.get(u, "samples", lambda url: count_samples(url, storage)) for u in urls]
+    memo.save()
+    return counts
 
 
 def max_open_shards(urls: list[str], counts: list[int], window: int) -> int:
@@ -148,11 +153,13 @@ class SplitStream:
     storage: StorageOptions | None = None
 
     @classmethod
-    def open(cls, dataset, split: str, storage: StorageOptions | None = None) -> "SplitStream":
+    def open(cls, dataset, split: str, storage: StorageOptions | None = None,
+             memo_path: Path | None = None) -> "SplitStream":
+        """`memo_path`: a JSON file remembering each shard's sample count (litops.core.shard_index.ShardMemo)."""
         urls = split_urls(dataset, split, storage)
         if not urls:
             raise FileNotFoundError(f"no shards in {str(dataset).rstrip('/')}/{split}")
-        return cls(urls, shard_counts(urls, storage), storage)
+        return cls(urls, shard_counts(urls, storage, memo_path), storage)
 
     @property
     def total(self) -> int:

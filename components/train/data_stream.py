@@ -18,6 +18,7 @@ from litops.core.sample_order import SampleOrder
 from litops.core.shard_index import StorageOptions, is_s3
 from litops.core.stream import SampleSource, SplitStream, StepStream, StreamBatch, load, max_open_shards
 from litops.train import feature_cache
+from litops.train.feature_cache import shard_memo_path
 
 RECORD_KEYS_ENV = "LITOPS_RECORD_BATCH_KEYS"  # tests: a folder where each rank writes the keys it trains on
 
@@ -52,7 +53,7 @@ def storage_for(cfg: LitopsConfig, dataset: str) -> StorageOptions | None:
 
 def open_train_stream(cfg: LitopsConfig, model, dataset: str, device, ddp, data_version: str = "") -> TrainStream:
     """The train split's shards, the locked tower's feature cache when it applies, and the order."""
-    split = SplitStream.open(dataset, "train", storage_for(cfg, dataset))
+    split = SplitStream.open(dataset, "train", storage_for(cfg, dataset), shard_memo_path(cfg))
     cache = feature_cache.prepare(cfg, model, dataset, split, device, data_version, rank=ddp.rank, world=ddp.world,
                                   barrier=ddp.barrier)
     order = SampleOrder(split.counts, seed=cfg.train.seed, window=cfg.data.shuffle_buffer)

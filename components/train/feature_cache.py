@@ -48,7 +48,7 @@ from litops.core.config import LitopsConfig, resolve_workers
 from litops.core.model import image_chunk
 from litops.core.pretrained import fingerprint
 from litops.core.progress import start as start_progress
-from litops.core.shard_index import S3_SCHEME, StorageOptions, index_members, is_s3, open_shard
+from litops.core.shard_index import S3_SCHEME, ShardMemo, StorageOptions, index_members, is_s3, open_shard
 from litops.core.stream import SplitStream
 from litops.core.workspace import resolve_home
 from litops.train.feature_encoding import ShardImages, encode_shards, tower_features
@@ -88,37 +88,22 @@ def shard_digest(url: str, storage: StorageOptions | None = None) -> str:
     return h.hexdigest()
 
 
-# A shard's digest by (url, size, mtime or ETag), machine-local under the home: reruns read no shard bytes.
-DIGESTS_FILE = "shard-digests.json"
+SHARD_MEMO = "shard-memo.json"  # counts and digests of unchanged shards, under the home: reruns read no shard bytes
 
 
-def shard_identity(url: str, storage: StorageOptions | None) -> str:
-    """What changes whenever a shard's bytes do: size and mtime locally, size and ETag on S3."""
-    if is_s3(url):
-        info = (storage or StorageOptions()).filesystem().info(url[len(S3_SCHEME):])
-        return f"{info['size']}:{info.get('ETag', '')}"
-    st = os.stat(url)
-    return f"{st.st_size}:{st.st_mtime_ns}"
+def shard_memo_path(cfg: LitopsConfig) -> Path | None:
+    """The workspace's shard memo; None when there is no workspace (a bare trainer call): nothing is remembered."""
+    home = resolve_home(cfg.home)
+    return home / SHARD_MEMO if home.is_dir() else None
 
 
 def shard_digests(urls: list[str], storage: StorageOptions | None, threads: int, memo_path: Path | None = None) -> list[str]:
     """sha256 of every shard, reusing the digests remembered in `memo_path` for unchanged shards."""
-    memo = json.loads(memo_path.read_text()) if memo_path is not None and memo_path.is_file() else {}
-
-    def digest(url: str) -> tuple[str, str]:
-        identity = shard_identity(url, storage)
-        known = memo.get(url)
-        if known and known.get("identity") == identity:
-            return identity, known["sha256"]
-        return identity, shard_digest(url, storage)
-
+    memo = ShardMemo(memo_path, storage)
     with ThreadPoolExecutor(max(1, threads)) as pool:  # hashing and I/O release the GIL
-        found = list(pool.map(digest, urls))
-    if memo_path is not None:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        memo.update({u: {"identity": i, "sha256": d} for u, (i, d) in zip(urls, found)})
-        write_json(memo_path, memo)
-    return [d for _, d in found]
+        digests = list(pool.map(lambda u: memo.get(u, "sha256", lambda url: shard_digest(url, storage)), urls))
+    memo.save()
+    return digests
 
 
 def preprocessing_spec(tower) -> dict[str, Any]:
@@ -244,7 +229,7 @@ def prepare(cfg: LitopsConfig, model, dataset_dir: str | Path, split: SplitStrea
     tower, workers = model.image_tower, resolve_workers(cfg.data.workers)
     cache_dir = cache_dir_for(dataset_dir, cfg.home)
     tower_fp, prep = fingerprint(tower), preprocessing_spec(tower)
-    paths = feature_paths(cache_dir, split, tower_fp, prep, workers, resolve_home(cfg.home) / DIGESTS_FILE)
+    paths = feature_paths(cache_dir, split, tower_fp, prep, workers, shard_memo_path(cfg))
     missing = missing_shards(paths, split, log if rank == 0 else lambda m: None)
     mine = [j for j in missing if j % world == rank]
     if mine:

@@ -59,7 +59,8 @@ def lit_config(weights: Path, workers: int = 0, **model_kw) -> LitopsConfig:
 
 
 def prepare(cfg: LitopsConfig, dataset: Path, log=lambda m: None, **kw) -> fc.FeatureCache:
-    cfg.home = str(dataset.parent.parent / "home")  # the digest memo lives in the workspace
+    cfg.home = str(dataset.parent.parent / "home")  # the shard memo lives in the workspace
+    Path(cfg.home).mkdir(exist_ok=True)
     model = LiTModel(cfg.model, cfg.data.image_size)
     return fc.prepare(cfg, model, dataset, SplitStream.open(dataset, "train"), CPU, log=log, **kw)
 

@@ -98,3 +98,18 @@ def test_one_pass_reads_every_sample_in_shard_order_with_metadata(shards):
 def test_a_split_without_shards_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no shards in .*/train"):
         SplitStream.open(tmp_path, "train")
+
+
+def test_sample_counts_are_remembered_until_a_shard_changes(shards, tmp_path, monkeypatch):
+    memo = tmp_path / "home" / "shard-memo.json"
+    first = SplitStream.open(shards, "train", memo_path=memo)
+    counted = []
+    real = stream_mod.count_samples
+    monkeypatch.setattr(stream_mod, "count_samples", lambda url, storage=None: counted.append(url) or real(url, storage))
+    assert SplitStream.open(shards, "train", memo_path=memo).counts == first.counts == list(SIZES)
+    assert counted == [], "unchanged shards are not read again"
+    (shards / "train" / "shard-000002.tar").touch()
+    assert SplitStream.open(shards, "train", memo_path=memo).counts == list(SIZES)
+    assert [Path(u).name for u in counted] == ["shard-000002.tar"]
+    memo.write_text("not json")
+    assert SplitStream.open(shards, "train", memo_path=memo).counts == list(SIZES)  # a broken memo is rebuilt
