@@ -34,7 +34,7 @@ class DataConfig:
     max_caption_chars: int = 300
     max_bad_fraction: float = 0.05
     val_fraction: float = 0.05  # share of ingested user samples routed to val/
-    workers: int = -1  # processes reading shards (training, evaluation, `data add` checks); -1: min(2, CPUs), 0: in-process
+    workers: int = -1  # processes reading shards; -1 auto (`data add`: min(2, CPUs); training and eval: min(4, CPUs/2)); 0: in-process
     shuffle_buffer: int = 10_000  # samples shuffled together (litops.core.sample_order); >= the split: whole epochs
 
 
@@ -305,16 +305,23 @@ def load_json(path: str) -> LitopsConfig:
 NOT_HASHED = {"data": ("workers",)}
 
 
-AUTO_WORKERS_MAX = 2  # data.workers=-1: enough for a laptop, few enough to bound memory
+AUTO_WORKERS_MAX = 2  # data.workers=-1 for `data add`: enough for a laptop, few enough to bound memory
+AUTO_READERS_MAX = 4  # data.workers=-1 beside training or evaluation: as open_clip's per-GPU default
 
 
-def resolve_workers(workers: int) -> int:
-    """Worker processes for `data.workers` (-1: auto; 0: none, work in the calling process)."""
+def resolve_workers(workers: int, beside_compute: bool = False) -> int:
+    """Worker processes for `data.workers` (-1: auto; 0: none, work in the calling process).
+
+    Readers that feed a model (`beside_compute`) leave half the CPUs to it: on the 2-core machine
+    two readers slowed a 300-step CPU run by 10% against one (tests/benchmarks/stream_vs_memory.py)."""
     import os
 
     if workers < -1:
         raise ConfigError(f"config key 'data.workers' must be >= -1 (-1: auto, 0: in-process), got {workers}")
-    return min(AUTO_WORKERS_MAX, os.cpu_count() or 1) if workers == -1 else workers
+    if workers != -1:
+        return workers
+    cpus = os.cpu_count() or 1
+    return min(AUTO_READERS_MAX, max(1, cpus // 2)) if beside_compute else min(AUTO_WORKERS_MAX, cpus)
 
 
 def config_hash(cfg: LitopsConfig) -> str:

@@ -125,7 +125,16 @@ def load(stream: StepStream, workers: int) -> Iterator[StreamBatch]:
     workers = min(workers, len(stream))
     if workers <= 0:
         return iter(stream)
-    return iter(DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4))
+    return iter(DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4,
+                           multiprocessing_context=reader_context()))
+
+
+def reader_context():
+    """fork where it exists: a component started by the flow's forkserver inherits "forkserver" as its
+    default, which would start each reader as a fresh interpreter (seconds of imports per pass)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 
 
 def shard_counts(urls: list[str], storage: StorageOptions | None = None, memo_path: Path | None = None) -> list[int]:

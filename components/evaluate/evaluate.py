@@ -257,7 +257,7 @@ def prepare_from_config(dataset_dir: str | Path, cfg) -> EvalSet:
     from litops.core.config import resolve_workers
 
     return prepare_eval(dataset_dir, cfg.data.image_size, cfg.eval.prompt_templates, cfg.eval.recall_ks,
-                        cfg.eval.batch_size, workers=resolve_workers(cfg.data.workers))
+                        cfg.eval.batch_size, workers=resolve_workers(cfg.data.workers, beside_compute=True))
 
 
 # --------------------------------------------------------------------------- scoring

@@ -58,7 +58,7 @@ def open_train_stream(cfg: LitopsConfig, model, dataset: str, device, ddp, data_
                                   barrier=ddp.barrier)
     order = SampleOrder(split.counts, seed=cfg.train.seed, window=cfg.data.shuffle_buffer)
     global_batch = min(cfg.train.batch_size, split.total)
-    return TrainStream(split, order, cache, model.image_input_size, global_batch, resolve_workers(cfg.data.workers))
+    return TrainStream(split, order, cache, model.image_input_size, global_batch, resolve_workers(cfg.data.workers, beside_compute=True))
 
 
 def check_cursor(stream: TrainStream, step: int, cursor: dict[str, Any] | None) -> None:

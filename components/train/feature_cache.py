@@ -226,7 +226,7 @@ def prepare(cfg: LitopsConfig, model, dataset_dir: str | Path, split: SplitStrea
     if skipped is not None:
         return skipped
     t0 = time.perf_counter()
-    tower, workers = model.image_tower, resolve_workers(cfg.data.workers)
+    tower, workers = model.image_tower, resolve_workers(cfg.data.workers, beside_compute=True)
     cache_dir = cache_dir_for(dataset_dir, cfg.home)
     tower_fp, prep = fingerprint(tower), preprocessing_spec(tower)
     paths = feature_paths(cache_dir, split, tower_fp, prep, workers, shard_memo_path(cfg))

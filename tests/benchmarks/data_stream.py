@@ -280,7 +280,7 @@ def main() -> None:
 
     from litops.core.config import resolve_workers
 
-    workers = resolve_workers(args.workers)
+    workers = resolve_workers(args.workers, beside_compute=True)
     data = Path(args.data)
     t0 = time.perf_counter()
     full, small = generate(data, args.samples, args.small, args.shard_size, args.size, args.reuse, args.jobs)
