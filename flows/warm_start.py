@@ -16,7 +16,8 @@ from typing import Iterator
 
 PRELOAD = ["torch", "numpy", "PIL.Image", "webdataset", "matplotlib", "mlflow", "mlflow.pyfunc",
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-           "litops.core.model", "litops.core.losses", "litops.core.shards", "litops.core.config"]
+           "litops.core.model", "litops.core.losses", "litops.core.shards", "litops.core.config",
+           "litops.core.stream", "torchvision.io"]
 
 
 def _run_component(component: str, args: list[str], env: dict[str, str], out) -> None:

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from litops.core.sample_order import SampleOrder, batch_positions
 from litops.core.shard_index import (SampleMembers, ShardMemo, StorageOptions, count_samples, index_members,
                                      is_s3, open_shard, read_member, split_urls)
-from litops.core.shards import decode_image
+from litops.core.shards import decode_image, preload_jpeg_decoder
 
 
 @dataclass
@@ -125,6 +125,7 @@ def load(stream: StepStream, workers: int) -> Iterator[StreamBatch]:
     workers = min(workers, len(stream))
     if workers <= 0:
         return iter(stream)
+    preload_jpeg_decoder()  # once here, not once per forked reader
     return iter(DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4,
                            multiprocessing_context=reader_context()))
 
