@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from litops.core.sample_order import SampleOrder, batch_positions
 from litops.core.shard_index import (SampleMembers, ShardMemo, StorageOptions, count_samples, index_members,
-                                     is_s3, open_shard, read_member, split_urls)
+                                     open_shard, read_member, split_urls)
 from litops.core.shards import decode_image, preload_jpeg_decoder
 
 
@@ -71,7 +71,8 @@ class SampleSource:
         f = open_shard(self.urls[j], self.storage)
         shard = _OpenShard(f, index_members(f))
         if self.feature_files is not None:
-            blob = torch.load(self.feature_files[j], map_location="cpu", weights_only=True)
+            # mmap: file-backed pages, only the rows a batch reads are touched
+            blob = torch.load(self.feature_files[j], map_location="cpu", weights_only=True, mmap=True)
             if blob["keys"] != [s.key for s in shard.samples]:
                 raise ValueError(f"{self.feature_files[j]} does not match the samples of {self.urls[j]}")
             shard.features = blob["features"]
@@ -125,8 +126,13 @@ def load(stream: StepStream, workers: int) -> Iterator[StreamBatch]:
     workers = min(workers, len(stream))
     if workers <= 0:
         return iter(stream)
+    return reader_loader(stream, workers)
+
+
+def reader_loader(dataset: IterableDataset, workers: int, prefetch: int = 4) -> Iterator:
+    """A DataLoader whose `workers` processes each yield whole items (batches or chunks) of `dataset`."""
     preload_jpeg_decoder()  # once here, not once per forked reader
-    return iter(DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4,
+    return iter(DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=prefetch,
                            multiprocessing_context=reader_context()))
 
 
@@ -147,11 +153,10 @@ def shard_counts(urls: list[str], storage: StorageOptions | None = None, memo_pa
 
 
 def max_open_shards(urls: list[str], counts: list[int], window: int) -> int:
-    """Shards a worker keeps open: those one shuffle window spans, plus one. Local files cost a
-    handle and an index each; S3 shards are held as bytes, so this bounds that memory too."""
-    if not any(is_s3(u) for u in urls):
-        return 64
-    return min(len(urls), math.ceil(window / max(1, min(c for c in counts if c) or 1)) + 2)
+    """Shards a reader keeps open: those one shuffle window spans, plus two. Each costs its member
+    index (and its features, or on S3 its bytes); this bound keeps that flat in the dataset's size."""
+    smallest = min((c for c in counts if c), default=1)
+    return min(len(urls), math.ceil(window / smallest) + 2)
 
 
 @dataclass

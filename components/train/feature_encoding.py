@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from litops.core.progress import Progress
 from litops.core.shard_index import StorageOptions, index_members, open_shard, read_member
 from litops.core.shards import decode_image
+from litops.core.stream import reader_loader
 
 PREFETCH_CHUNKS = 2  # per worker
 
@@ -62,7 +63,7 @@ def shard_chunks(images: ShardImages, workers: int) -> Iterator[ShardChunk]:
     workers = min(workers, len(images.shards))
     if workers <= 0:
         return iter(images)
-    return iter(DataLoader(images, batch_size=None, num_workers=workers, prefetch_factor=PREFETCH_CHUNKS))
+    return reader_loader(images, workers, PREFETCH_CHUNKS)
 
 
 def tower_features(tower, images: torch.Tensor, device: torch.device) -> torch.Tensor:

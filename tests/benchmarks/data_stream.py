@@ -2,7 +2,7 @@
 
     python tests/benchmarks/data_stream.py [--samples 120000] [--small 12000] [--shard-size 1000] [--size 128]
         [--input-size 224] [--steps 30] [--batch 64] [--workers -1] [--measure 6400] [--repeats 3]
-        [--data DIR] [--reuse] [--jobs 2]
+        [--data DIR] [--reuse] [--jobs 2] [--features [--features-input-size 64]]
 
 Generates `--samples` photo-like `--size` px JPEG + caption pairs in img2dataset-layout tars of
 `--shard-size` samples under `<data>/full/train/`; `<data>/small/train/` holds symlinks to the
@@ -22,6 +22,17 @@ with the same sizes are kept, and missing ones written). Then, each run in its o
    factor. Each run skips `--warmup` batches (worker start-up, first reads) and times the next
    `--measure` samples; `--repeats` runs of each, alternating; medians and their ratio (target >= 0.9).
 
+With `--features` (memory part only, no speed runs): the same `--steps` on the same two datasets,
+but the scratch CNN is a fully locked image tower (`model.lock=Lu`, `model.pretrained_path` = random
+weights saved in this run's temp dir, `model.image_input_size=--features-input-size`), so training
+first builds the per-shard feature cache (litops.train.feature_cache.prepare; for a dataset folder D
+it lives in D/../features/<D.name>/) and then streams cached features instead of pixels. Per
+dataset, each in its own process: a cold run (that cache folder deleted first: encode every shard,
+then train) and a warm rerun (cache hit: pure feature streaming). The child times `prepare` and
+reads getrusage right after it (the cache build's peaks: its encoding readers are children too), and
+again at the end. The bar: the summed peak RSS differs by < 200 MB between the datasets, cold and
+warm. `all_features_mb` (N x D float32) is what holding every feature in memory would cost.
+
 Prints JSON lines: the data set, one per measurement, and a summary
 ({"rss_diff_mb", "target_rss_diff_mb": 200, "loader_vs_wds", "target": 0.9, ...}).
 """
@@ -33,6 +44,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -121,6 +133,21 @@ def _child_train(dataset: str, config: str, ckpt: str) -> None:
     """`python -m litops.train` in this process, then its peak memory as one JSON line."""
     import runpy
 
+    from litops.train import feature_cache
+
+    cache: dict = {}
+    prepare = feature_cache.prepare
+
+    def timed_prepare(*a, **kw):  # litops.train.data_stream calls feature_cache.prepare through the module
+        t = time.perf_counter()
+        r = prepare(*a, **kw)
+        main_mb, reader_mb = _rusage_mb()  # peaks so far: the cache build's (its readers are joined children)
+        cache.update({"cache_status": r.status, "cache_encoded": r.encoded, "cache_reused": r.reused,
+                      "cache_seconds": round(time.perf_counter() - t, 1), "main_peak_rss_after_cache_mb": main_mb,
+                      "reader_peak_rss_after_cache_mb": reader_mb})
+        return r
+
+    feature_cache.prepare = timed_prepare
     sys.argv = ["litops.train", "--config", config, "--dataset-dir", dataset, "--checkpoint-dir", ckpt]
     t0 = time.perf_counter()
     code = 0
@@ -131,7 +158,7 @@ def _child_train(dataset: str, config: str, ckpt: str) -> None:
     seconds = time.perf_counter() - t0
     main_mb, reader_mb = _rusage_mb()
     print(json.dumps({"exit": code, "seconds": round(seconds, 1), "main_peak_rss_mb": main_mb,
-                      "reader_peak_rss_mb": reader_mb}), flush=True)
+                      "reader_peak_rss_mb": reader_mb, **cache}), flush=True)
 
 
 def _drain(it, warmup: int, batches: int) -> tuple[int, float]:
@@ -222,6 +249,83 @@ def train_config(args, workers: int, home: str) -> dict:
     }
 
 
+def features_config(args, workers: int, home: str, weights: str) -> dict:
+    """train_config with a fully locked scratch CNN at --features-input-size: training on its cached features."""
+    cfg = train_config(args, workers, home)
+    cfg["model"].update({"lock": "Lu", "pretrained_path": weights, "image_input_size": args.features_input_size})
+    cfg["train"]["feature_cache"] = True
+    return cfg
+
+
+def tower_weights(args, workers: int, path: Path) -> tuple[str, int]:
+    """Random (seeded) weights of the features mode's scratch CNN, saved to `path`; (path, feature dim)."""
+    import torch
+
+    from litops.core.config import ModelConfig
+    from litops.core.model import LiTModel
+
+    model = features_config(args, workers, "", "")["model"]
+    model.update({"lock": "uu", "pretrained_path": ""})  # the same architecture, nothing to load
+    torch.manual_seed(0)
+    tower = LiTModel(ModelConfig(**model), args.size).image_tower
+    torch.save(tower.state_dict(), path)
+    return str(path), int(tower.output_dim)
+
+
+def run_train_features(args, dataset: Path, samples: int, workers: int, weights: str, dim: int, cache: str) -> dict:
+    """One features-mode run: `cache` cold (the dataset's cache folder deleted first) or warm (kept)."""
+    from litops.core.component_cli import parse_result
+    from litops.train.feature_cache import cache_dir_for
+
+    cache_dir = cache_dir_for(dataset)
+    if cache == "cold" and cache_dir.is_dir():
+        shutil.rmtree(cache_dir)
+    with tempfile.TemporaryDirectory(prefix="litops-stream-bench-") as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(features_config(args, workers, str(Path(tmp) / "home"), weights)))
+        usage, lines = _run_child("--child-train", str(dataset), str(config), str(Path(tmp) / "ckpt"))
+    result = parse_result(lines) or {}
+    files = list(cache_dir.glob("*.pt"))
+    return {"measure": "train_rss", "mode": "features", "cache": cache, "samples": samples,
+            "shards": len(list((dataset / "train").glob("*.tar"))), "steps": result.get("steps"), "batch": args.batch,
+            "workers": workers, "image_input_size": args.features_input_size, "feature_dim": dim,
+            "train_samples_per_s": round(result.get("samples_per_s", 0.0), 1), "seconds": usage["seconds"],
+            "cache_dir": str(cache_dir), "cache_status": usage.get("cache_status"),
+            "cache_encoded": usage.get("cache_encoded"), "cache_reused": usage.get("cache_reused"),
+            "cache_seconds": usage.get("cache_seconds"), "cache_files": len(files),
+            "cache_mb": round(sum(f.stat().st_size for f in files) / 2**20, 1),
+            "main_peak_rss_after_cache_mb": usage.get("main_peak_rss_after_cache_mb"),
+            "reader_peak_rss_after_cache_mb": usage.get("reader_peak_rss_after_cache_mb"),
+            "main_peak_rss_mb": usage["main_peak_rss_mb"], "reader_peak_rss_mb": usage["reader_peak_rss_mb"],
+            "sum_peak_rss_mb": round(usage["main_peak_rss_mb"] + usage["reader_peak_rss_mb"], 1),
+            "bound_peak_rss_mb": round(usage["main_peak_rss_mb"] + workers * usage["reader_peak_rss_mb"], 1),
+            "all_features_mb": round(samples * dim * 4 / 2**20, 1),
+            "all_features_note": f"every feature held in memory: N x {dim} float32"}
+
+
+def run_features(args, datasets, workers: int) -> dict:
+    """Cold and warm feature-cache runs on each dataset; the summary's fields."""
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="litops-stream-bench-weights-") as tmp:
+        weights, dim = tower_weights(args, workers, Path(tmp) / "scratch_cnn.pt")
+        for cache in ("cold", "warm"):
+            for name, dataset, n in datasets:
+                runs[f"{name}_{cache}"] = r = run_train_features(args, dataset, n, workers, weights, dim, cache)
+                print(json.dumps(r), flush=True)
+    summary: dict = {"mode": "features", "target_rss_diff_mb": TARGET_RSS_DIFF_MB}
+    for cache in ("cold", "warm"):
+        small, full = runs[f"small_{cache}"], runs[f"full_{cache}"]
+        summary[f"{cache}_rss_diff_mb"] = round(full["sum_peak_rss_mb"] - small["sum_peak_rss_mb"], 1)
+        summary[f"{cache}_main_rss_diff_mb"] = round(full["main_peak_rss_mb"] - small["main_peak_rss_mb"], 1)
+        summary[f"{cache}_reader_rss_diff_mb"] = round(full["reader_peak_rss_mb"] - small["reader_peak_rss_mb"], 1)
+    summary["rss_diff_mb"] = max(summary["cold_rss_diff_mb"], summary["warm_rss_diff_mb"], key=abs)
+    summary["sum_peak_rss_mb"] = {k: r["sum_peak_rss_mb"] for k, r in runs.items()}
+    summary["cache_build_seconds"] = {k: runs[f"{k}_cold"]["cache_seconds"] for k in ("small", "full")}
+    summary["cache_hit_seconds"] = {k: runs[f"{k}_warm"]["cache_seconds"] for k in ("small", "full")}
+    summary["all_features_mb"] = {k: runs[f"{k}_cold"]["all_features_mb"] for k in ("small", "full")}
+    return summary
+
+
 def run_train(args, dataset: Path, samples: int, workers: int) -> dict:
     from litops.core.component_cli import parse_result
 
@@ -276,7 +380,13 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating shards")
     p.add_argument("--skip-train", action="store_true", help="speed runs only")
     p.add_argument("--skip-speed", action="store_true", help="memory runs only")
+    p.add_argument("--features", action="store_true",
+                   help="memory runs only, training a locked scratch CNN on its feature cache (cold and warm)")
+    p.add_argument("--features-input-size", type=int, default=64,
+                   help="with --features: model.image_input_size the cache is encoded at")
     args = p.parse_args()
+    if args.features:
+        args.skip_speed = True
 
     from litops.core.config import resolve_workers
 
@@ -292,7 +402,9 @@ def main() -> None:
                       "cpus": os.cpu_count(), "workers": workers}), flush=True)
 
     summary: dict = {}
-    if not args.skip_train:
+    if args.features and not args.skip_train:
+        summary.update(run_features(args, (("small", small, n_small), ("full", full, n_full)), workers))
+    elif not args.skip_train:
         runs = {}
         for name, dataset, n in (("small", small, n_small), ("full", full, n_full)):
             runs[name] = run_train(args, dataset, n, workers)

@@ -80,7 +80,7 @@ def tower_outputs(model: LiTModel, url: str) -> tuple[list[str], torch.Tensor]:
         return [s.key for s in samples], tower(tower.preprocess(images))
 
 
-def test_adding_a_shard_encodes_that_shard_alone(dataset, tower_weights, tmp_path, capsys, monkeypatch):
+def test_adding_a_shard_encodes_that_shard_alone(dataset, tower_weights, tmp_path, capfd, monkeypatch):
     cfg = lit_config(tower_weights, workers=2)  # decoded in two reader processes
     first = prepare(cfg, dataset)
     assert (first.status, first.encoded, first.reused) == ("built", 10, 0)
@@ -89,10 +89,10 @@ def test_adding_a_shard_encodes_that_shard_alone(dataset, tower_weights, tmp_pat
     before = file_stamps(first.feature_files)
 
     add_shard(dataset, 10)
-    capsys.readouterr()
+    capfd.readouterr()  # fd-level: a reader process's own output would show here too
     second = prepare(cfg, dataset, log=fc.say, data_version="abc.dir")
     assert (second.status, second.encoded, second.reused) == ("built", 1, 10)
-    assert "feature cache: 1 of 11 shards encoded, 10 reused" in capsys.readouterr().err
+    assert "feature cache: 1 of 11 shards encoded, 10 reused" in capfd.readouterr().err
     assert second.feature_files[:10] == first.feature_files
     assert file_stamps(first.feature_files) == before, "reused files are neither rewritten nor touched"
     meta = json.loads(Path(second.feature_files[10]).with_suffix(".json").read_text())
