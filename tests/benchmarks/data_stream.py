@@ -40,7 +40,6 @@ Prints JSON lines: the data set, one per measurement, and a summary
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -58,20 +57,11 @@ TARGET_RSS_DIFF_MB = 200
 TARGET_RATIO = 0.9
 PREFETCH_FACTOR = 4  # litops.core.stream.load's
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import _jpeg  # noqa: E402 - the same photo-like JPEGs as the ingest benchmark
+
 
 # ---------------------------------------------------------------------------------------------- data
-
-
-def _jpeg(rng: np.random.Generator, size: int) -> bytes:
-    from PIL import Image
-
-    # A smooth gradient plus noise: photo-like JPEG sizes (as tests/benchmarks/ingest.py).
-    ramp = np.linspace(0, 255, size, dtype=np.float32)
-    base = (ramp[None, :, None] * rng.uniform(0.2, 1.0, 3) + ramp[:, None, None] * rng.uniform(0, 0.5, 3)) % 256
-    pixels = np.clip(base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def _write_shard(job: tuple[str, int, int, int, int]) -> None:

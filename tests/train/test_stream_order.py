@@ -9,7 +9,7 @@ import pytest
 
 from litops.core import stream as stream_mod
 from litops.core.sample_order import SampleOrder, batch_positions
-from litops.core.stream import SampleSource, SplitStream, StepStream, load
+from litops.core.stream import SampleSource, SplitStream, StepStream, load, max_open_shards
 from tests.conftest import _draw, write_shard
 
 SIZES = (10, 8, 9, 10, 11, 0, 7)  # an empty shard too
@@ -113,3 +113,9 @@ def test_sample_counts_are_remembered_until_a_shard_changes(shards, tmp_path, mo
     assert [Path(u).name for u in counted] == ["shard-000002.tar"]
     memo.write_text("not json")
     assert SplitStream.open(shards, "train", memo_path=memo).counts == list(SIZES)  # a broken memo is rebuilt
+
+
+def test_readers_keep_at_most_one_window_of_shards_open():
+    urls = [f"/data/train/{j:05d}.tar" for j in range(120)]
+    assert max_open_shards(urls, [1000] * 120, window=10_000) == 12  # not growing with the 120 shards
+    assert max_open_shards(urls[:3], [1000] * 3, window=10_000) == 3
