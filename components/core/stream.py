@@ -133,7 +133,18 @@ def reader_loader(dataset: IterableDataset, workers: int, prefetch: int = 4) -> 
     """A DataLoader whose `workers` processes each yield whole items (batches or chunks) of `dataset`."""
     preload_jpeg_decoder()  # once here, not once per forked reader
     return iter(DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=prefetch,
-                           multiprocessing_context=reader_context()))
+                           multiprocessing_context=reader_context(), worker_init_fn=forget_parent_exit_hooks))
+
+
+def forget_parent_exit_hooks(worker_id: int) -> None:
+    """A forked reader inherits the parent's thread-exit hooks (Prefect registers some for its
+    service threads); run at the reader's exit, they fail for threads it never had, and the
+    reader dies with code 1 and no message. The reader has no threads of its own to stop."""
+    import threading
+
+    hooks = getattr(threading, "_threading_atexits", None)
+    if isinstance(hooks, list):
+        hooks.clear()
 
 
 def reader_context():

@@ -119,3 +119,21 @@ def test_readers_keep_at_most_one_window_of_shards_open():
     urls = [f"/data/train/{j:05d}.tar" for j in range(120)]
     assert max_open_shards(urls, [1000] * 120, window=10_000) == 12  # not growing with the 120 shards
     assert max_open_shards(urls[:3], [1000] * 3, window=10_000) == 3
+
+
+def test_readers_survive_thread_exit_hooks_of_their_parent(shards):
+    """Prefect registers thread-exit hooks for its service threads; a reader forked from such a
+    process must not run them (they fail there, and the reader used to die with code 1)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import threading
+def gone():
+    raise RuntimeError("a service thread this process never had")
+threading._register_atexit(gone)
+from litops.core.stream import SplitStream
+print(sum(len(b) for b in SplitStream.open({str(shards)!r}, "train").one_pass(8, 16, workers=2)))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == str(sum(SIZES)), out.stderr[-2000:]
