@@ -148,11 +148,36 @@ def forget_parent_exit_hooks(worker_id: int) -> None:
 
 
 def reader_context():
-    """fork where it exists: a component started by the flow's forkserver inherits "forkserver" as its
-    default, which would start each reader as a fresh interpreter (seconds of imports per pass)."""
+    """fork when this process runs no other thread: a component started by the flow's forkserver
+    inherits "forkserver" as its default, which would start each reader as a fresh interpreter
+    (seconds of imports per pass). With other threads alive (MLflow's async logging, boto3's
+    transfer pool) a fork can copy a lock mid-use and hang the reader: then a forkserver, started
+    once per process with the reader's imports preloaded."""
     import multiprocessing
+    import threading
 
-    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "litops.core.stream", "torchvision.io"])
+        short_socket_folder()
+        return context
+    return None
+
+
+def short_socket_folder() -> None:
+    """The forkserver's socket lives in multiprocessing's temp folder; under a long TMPDIR its path
+    exceeds the 107 bytes an AF_UNIX address allows, so use a folder under /tmp then."""
+    import multiprocessing.process
+    import multiprocessing.util
+    import tempfile
+
+    config = multiprocessing.process.current_process()._config
+    if config.get("tempdir") is None and len(tempfile.gettempdir()) > 60 and Path("/tmp").is_dir():
+        config["tempdir"] = tempfile.mkdtemp(prefix="pymp-", dir="/tmp")
+        multiprocessing.util.Finalize(None, __import__("shutil").rmtree, args=[config["tempdir"]], exitpriority=-100)
 
 
 def shard_counts(urls: list[str], storage: StorageOptions | None = None, memo_path: Path | None = None) -> list[int]:

@@ -112,7 +112,7 @@ def project_embeddings(model_file: Path, pngs: list[bytes], texts: list[str]) ->
     from litops.core.shards import to_square
 
     model, cfg = load_model(model_file)
-    arrays = [to_square(Image.open(io.BytesIO(p)), cfg.data.image_size) for p in pngs]
+    arrays = [to_square(Image.open(io.BytesIO(p)), model.image_input_size) for p in pngs]  # as training decodes
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return model.embed_images(pixels).float().numpy(), model.embed_texts(texts).float().numpy()
 
