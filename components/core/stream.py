@@ -147,6 +147,15 @@ def forget_parent_exit_hooks(worker_id: int) -> None:
         hooks.clear()
 
 
+FORK_HAZARDS: list[str] = []  # why readers must not fork from this process
+
+
+def avoid_forking_readers(reason: str) -> None:
+    """Readers start from a forkserver from now on: a reader forked after boto3 had run here
+    hung a resumed training pod (tests/storage/test_preemption_resume.py)."""
+    FORK_HAZARDS.append(reason)
+
+
 def reader_context():
     """fork when this process runs no other thread: a component started by the flow's forkserver
     inherits "forkserver" as its default, which would start each reader as a fresh interpreter
@@ -157,7 +166,7 @@ def reader_context():
     import threading
 
     methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
+    if "fork" in methods and threading.active_count() == 1 and not FORK_HAZARDS:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")

@@ -46,7 +46,9 @@ class MLflowLogger:
                 self.client.set_tag(self.run_id, key, value)
         self.logged_steps = last_logged_steps(self.client, run)
         self.client.update_run(self.run_id, status="RUNNING")
-        self.system_metrics = start_system_metrics(self.run_id, tracking_uri)
+        # started at the first metrics, once the data readers have forked: a fork beside the
+        # sampler's thread can copy a lock mid-use and hang a reader
+        self.tracking_uri, self.system_metrics, self.sampling = tracking_uri, None, False
 
     def _open_run(self, experiment: str, ckpt_dir: Path, run_name: str, tags: dict[str, str],
                   artifact_location: str) -> str:
@@ -80,6 +82,8 @@ class MLflowLogger:
         from mlflow.entities import Metric
 
         # A resumed job re-runs the steps between its checkpoint and the crash: those points are already here.
+        if not self.sampling:
+            self.system_metrics, self.sampling = start_system_metrics(self.run_id, self.tracking_uri), True
         fresh = {k: v for k, v in metrics.items() if step > self.logged_steps.get(k, -1)}
         if not fresh:
             return

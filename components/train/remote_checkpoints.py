@@ -66,6 +66,9 @@ class S3CheckpointMirror:
         if self._client is None:
             import boto3
 
+            from litops.core.stream import avoid_forking_readers
+
+            avoid_forking_readers("boto3 ran in this process")
             self._client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region)
         return self._client
 
