@@ -35,7 +35,6 @@ from typing import Any, Iterator, Protocol, Sequence
 import torch
 
 from litops.core.progress import Progress, start as start_progress
-from litops.core.shard_index import split_urls
 from litops.core.stream import SplitStream, StreamBatch
 
 from . import metrics as M
@@ -230,7 +229,7 @@ def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[s
     attributes, notes = read_attributes(dataset_dir)
     prepared = []
     for name, suffix in splits:
-        split = _read_split(dataset_dir, name, suffix, batch_size, workers, notes)
+        split = _split_metadata(dataset_dir, name, suffix, batch_size, workers, notes)
         if split is None:
             continue
         prep = prepare_split(split, name, suffix, attributes)
@@ -239,14 +238,16 @@ def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[s
     return EvalSet(prepared, attributes, list(templates), ks, batch_size, notes, int(image_size or 0), workers)
 
 
-def _read_split(dataset_dir: str | Path, name: str, suffix: str, batch_size: int, workers: int,
-                notes: list[str]) -> SplitSamples | None:
-    """The split's samples, or None with a note saying why it is skipped."""
-    if not split_urls(dataset_dir, name):
+def _split_metadata(dataset_dir: str | Path, name: str, suffix: str, batch_size: int, workers: int,
+                    notes: list[str]) -> SplitSamples | None:
+    """The split's keys, captions and metadata (streamed, no pixels), or None with a note saying why
+    it is skipped."""
+    try:
+        stream = SplitStream.open(dataset_dir, name)
+    except FileNotFoundError:
         notes.append(f"split '{name}' skipped: no shards in {Path(dataset_dir) / name}"
                      + (f" (metrics *{suffix} not reported)" if suffix else ""))
         return None
-    stream = SplitStream.open(dataset_dir, name)
     if stream.total == 0:
         notes.append(f"split '{name}' skipped: no readable samples (no shard holds an image with a caption)")
         return None
