@@ -48,7 +48,7 @@ from litops.core.config import LitopsConfig, resolve_workers
 from litops.core.model import image_chunk
 from litops.core.pretrained import fingerprint
 from litops.core.progress import start as start_progress
-from litops.core.shard_index import S3_SCHEME, ShardMemo, StorageOptions, index_members, is_s3, open_shard
+from litops.core.shard_index import S3_SCHEME, ShardMemo, StorageOptions, is_s3
 from litops.core.stream import SplitStream
 from litops.core.workspace import resolve_home
 from litops.train.feature_encoding import ShardImages, encode_shards, tower_features
@@ -155,16 +155,15 @@ class FeatureCache:
     reused: int  # shards whose file already existed
 
 
-def stored_keys_match(path: Path, url: str, storage: StorageOptions | None = None) -> bool:
-    """Whether a feature file exists and holds the shard's sample keys, in order."""
+def holds_shard(path: Path, samples: int) -> bool:
+    """Whether a readable feature file exists with one row per sample. Its name already carries the
+    shard's digest, and SampleSource checks the keys when it streams them, so the shard is not read."""
     if not path.is_file():
         return False
     try:  # mmap: the keys are read, the features are not
-        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["keys"]
+        return len(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["keys"]) == samples
     except Exception:  # noqa: BLE001 - an unreadable file is re-encoded
         return False
-    with open_shard(url, storage) as f:
-        return stored == [s.key for s in index_members(f)]
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
@@ -200,7 +199,7 @@ def feature_paths(cache_dir: Path, split: SplitStream, tower_fp: str, prep: dict
 
 def missing_shards(paths: list[Path], split: SplitStream, log: Callable[[str], None]) -> list[int]:
     """Shards without a feature file holding their samples."""
-    missing = [j for j, p in enumerate(paths) if not stored_keys_match(p, split.urls[j], split.storage)]
+    missing = [j for j, p in enumerate(paths) if not holds_shard(p, split.counts[j])]
     stale = sum(paths[j].is_file() for j in missing)
     if stale:
         log(f"re-encoding {stale} shard(s) whose feature files do not hold their samples")
