@@ -72,13 +72,16 @@ class DistContext:
         n = len(idx) // self.world
         return idx[self.rank * n:(self.rank + 1) * n]
 
-    def loss(self, name: str, img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """The global contrastive loss over every rank's embeddings (identical value on all ranks)."""
+    def loss(self, name: str, img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, *,
+             groups: torch.Tensor | None = None, duplicates: str = "negative") -> torch.Tensor:
+        """The global contrastive loss over every rank's embeddings (identical value on all ranks).
+        groups: this rank's rows' group ids (e.g. litops.core.losses.caption_groups); duplicates:
+        negative | positive | ignore (see litops.core.losses)."""
         from litops.core.losses import sigmoid_loss_distributed, softmax_loss_distributed
 
         if name == "sigmoid":
-            return sigmoid_loss_distributed(img, txt, scale, bias, ddp=True)
-        return softmax_loss_distributed(img, txt, scale, ddp=True)
+            return sigmoid_loss_distributed(img, txt, scale, bias, ddp=True, groups=groups, duplicates=duplicates)
+        return softmax_loss_distributed(img, txt, scale, ddp=True, groups=groups, duplicates=duplicates)
 
     # -------------------------------------------------------------- coordination
 

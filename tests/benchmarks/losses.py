@@ -13,6 +13,12 @@ the reference value, null without one), status ("ok", "oom", "skipped: ...").
 On CPU also cpu_ms / cpu_ratio_to_reference: process CPU time, robust when other processes
 compete for the cores (wall-clock ms is what the targets are stated in).
 The floor itself is printed as impl "floor". Not a pytest module (no test_ prefix).
+
+    python tests/benchmarks/losses.py --duplicates positive     # or ignore
+
+also times each non-reference impl with group ids (about two rows per group) against the same
+impl without, one JSON line per impl: impl "<impl>+groups", duplicates, ms, ms_without_groups,
+ratio_to_no_groups.
 """
 
 from __future__ import annotations
@@ -111,6 +117,31 @@ def _step(loss, impl, img, txt, scale, bias):
     return run
 
 
+def _grouped_step(loss, impl, img, txt, scale, bias, groups, duplicates, block):
+    def run():
+        for t in (img, txt, scale, bias):
+            t.grad = None
+        kw = dict(impl=impl, groups=groups, duplicates=duplicates, block=block if impl == "chunked" else None)
+        out = sigmoid_loss(img, txt, scale, bias, **kw) if loss == "sigmoid" else softmax_loss(img, txt, scale, **kw)
+        out.backward()
+        return out
+    return run
+
+
+def _duplicates_rows(base, loss, impls, img, txt, scale, bias, duplicates, block, device, repeats, warmup):
+    """Each impl with and without groups, as JSON lines with the ratio."""
+    n = img.shape[0]
+    g = torch.Generator(device=device).manual_seed(1)
+    groups = torch.randint(0, max(1, n // 2), (n,), device=device, generator=g)
+    for impl in impls:
+        if impl == "reference":
+            continue
+        plain = _time(_grouped_step(loss, impl, img, txt, scale, bias, None, "negative", block), device, repeats, warmup)
+        grouped = _time(_grouped_step(loss, impl, img, txt, scale, bias, groups, duplicates, block), device, repeats, warmup)
+        print(json.dumps({**base, "impl": impl + "+groups", "duplicates": duplicates, "ms": round(grouped, 3),
+                          "ms_without_groups": round(plain, 3), "ratio_to_no_groups": round(grouped / plain, 3)}), flush=True)
+
+
 def _floor(img, txt):
     """The three GEMMs of forward+backward, in row strips of ≤ 2^28 logits so any N fits."""
     n = img.shape[0]
@@ -157,6 +188,8 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--block", type=int, default=None, help="row-strip height for chunked (default: tuned)")
+    ap.add_argument("--duplicates", default="negative", choices=("negative", "positive", "ignore"),
+                    help="also time each impl with group ids in this mode against the same impl without")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -216,6 +249,9 @@ def main(argv=None) -> None:
                         row["cpu_ratio_to_reference"] = round(cts[0] / ref_cpu, 3)
                     row["loss_rel_err"] = abs(val - ref_val) / max(abs(ref_val), 1e-30)
                 print(json.dumps(row), flush=True)
+            if args.duplicates != "negative":
+                _duplicates_rows(base, loss, impls, img, txt, scale, bias, args.duplicates, args.block, device, repeats,
+                                 args.warmup)
             del img, txt
             if cuda:
                 torch.cuda.empty_cache()

@@ -40,6 +40,25 @@ def check_inputs(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias
             raise ValueError(f"{name} must be a floating tensor, got dtype {t.dtype}")
 
 
+def check_groups(groups: torch.Tensor | None, duplicates: str, img: torch.Tensor) -> None:
+    """Raise ValueError for an unknown `duplicates` mode, or group ids that are not an int64 [N]
+    tensor on img's device."""
+    from litops.core.losses.groups import DUPLICATES
+
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"unknown duplicates mode {duplicates!r}; expected one of {DUPLICATES}")
+    if groups is None:
+        return
+    if not isinstance(groups, torch.Tensor):
+        raise ValueError(f"groups must be a torch.Tensor of int64 group ids, got {type(groups).__name__}")
+    if groups.dim() != 1 or groups.shape[0] != img.shape[0]:
+        raise ValueError(f"groups must have shape ({img.shape[0]},) (one id per row), got shape {tuple(groups.shape)}")
+    if groups.dtype != torch.int64:
+        raise ValueError(f"groups must have dtype torch.int64, got dtype {groups.dtype}")
+    if groups.device != img.device:
+        raise ValueError(f"groups must be on the embeddings' device {img.device}, got device {groups.device}")
+
+
 def interpret_mode() -> bool:
     """True when Triton kernels run on CPU tensors through the interpreter (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -1,4 +1,9 @@
-"""Shared Triton pieces for the fused losses: the logits tile and launch configuration.
+"""Shared Triton pieces for the fused losses: the logits tile, the duplicate-group masks of a
+tile and launch configuration.
+
+Duplicate groups (semantics in reference.py): kernels take GROUP_MODE as a constexpr, so the
+kernels without groups (GROUP_NONE) compile exactly as before; with groups a tile loads its
+rows' and columns' int64 ids and compares them in registers.
 
 Imported only when impl="triton" is used (triton is optional for the package).
 """
@@ -50,6 +55,45 @@ def logits_tile(a_ptr, b_ptr, rows, cols, n_rows, n_cols, D, stride_am, stride_a
         else:
             acc = mm(a, tl.trans(b), acc, PRECISION, MODE)
     return acc
+
+
+GROUP_NONE, GROUP_POSITIVE, GROUP_IGNORE = 0, 1, 2
+
+
+def group_mode(groups: torch.Tensor | None, duplicates: str) -> int:
+    if groups is None or duplicates == "negative":
+        return GROUP_NONE
+    return GROUP_POSITIVE if duplicates == "positive" else GROUP_IGNORE
+
+
+def groups_arg(groups: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The ids for the kernels' groups pointer, or `like` as a placeholder never read (GROUP_NONE)."""
+    return like if groups is None else groups.contiguous()
+
+
+@triton.jit
+def same_group(rows, cols, groups_ptr, n_rows, n_cols):
+    """groups[rows] == groups[cols] for a tile, False outside the (n_rows × n_cols) range."""
+    row_ok = rows < n_rows
+    col_ok = cols < n_cols
+    gr = tl.load(groups_ptr + rows, mask=row_ok, other=0)
+    gc = tl.load(groups_ptr + cols, mask=col_ok, other=0)
+    return (gr[:, None] == gc[None, :]) & row_ok[:, None] & col_ok[None, :]
+
+
+@triton.jit
+def positive_pairs(rows, cols, groups_ptr, n_rows, n_cols, GROUP_MODE: tl.constexpr):
+    """The tile's positives: the diagonal, or every same-group pair (GROUP_POSITIVE)."""
+    positive = rows[:, None] == cols[None, :]
+    if GROUP_MODE == 1:
+        positive = same_group(rows, cols, groups_ptr, n_rows, n_cols)
+    return positive
+
+
+@triton.jit
+def ignored_pairs(rows, cols, groups_ptr, n_rows, n_cols):
+    """Same-group pairs off the diagonal (left out under GROUP_IGNORE)."""
+    return same_group(rows, cols, groups_ptr, n_rows, n_cols) & (rows[:, None] != cols[None, :])
 
 
 def precision_for(dtype: torch.dtype) -> str:
