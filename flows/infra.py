@@ -7,7 +7,8 @@ subset of kustomize that infra/ uses, with kustomize's semantics:
   - `patches` with `path`: strategic-merge patches matched by apiVersion group, kind and name;
     maps merge recursively, lists of maps merge by `name` (or `metadata.name`, as for
     volumeClaimTemplates), other lists are replaced;
-  - `images`: `name` -> `newName` / `newTag` on containers' images.
+  - `images`: `name` -> `newName` / `newTag` / `digest` on containers' and init containers'
+    images; a digest replaces the tag (`name@sha256:...`), as in kustomize.
 On a machine with kubectl, `kubectl kustomize infra/overlays/gpu` gives the same objects.
 """
 
@@ -79,13 +80,31 @@ def merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
+def split_image(ref: str) -> tuple[str, str, str]:
+    """(name, tag, digest) of an image reference; a registry port (host:5000/x) is part of the name."""
+    rest, _, digest = ref.partition("@")
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon > slash:
+        return rest[:colon], rest[colon + 1:], digest
+    return rest, "", digest
+
+
 def _set_images(obj: dict[str, Any], images: list[dict[str, str]]) -> None:
     pod = obj.get("spec", {}).get("template", {}).get("spec", {})
     for c in pod.get("containers", []) + pod.get("initContainers", []):
-        name, _, tag = c.get("image", "").partition(":")
+        name, tag, digest = split_image(c.get("image", ""))
         for rule in images:
-            if rule["name"] == name:
-                c["image"] = f"{rule.get('newName', name)}:{rule.get('newTag', tag)}"
+            if rule["name"] != name:
+                continue
+            new_name = rule.get("newName", name)
+            if rule.get("digest"):
+                c["image"] = f"{new_name}@{rule['digest']}"
+            elif rule.get("newTag"):
+                c["image"] = f"{new_name}:{rule['newTag']}"
+            else:  # renamed only: keep the tag and digest
+                c["image"] = new_name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+            break
 
 
 def build(directory: Path) -> list[dict[str, Any]]:

@@ -76,8 +76,9 @@ def _env(spec: JobSpec, cfg: LitopsConfig) -> list[dict[str, Any]]:
 
 def _resources(spec: JobSpec, cfg: LitopsConfig) -> dict[str, Any]:
     k = cfg.kubernetes
+    cpu_limit = k.cpu_limit or k.cpu  # equal to the request by default: Guaranteed QoS
     requests = {"cpu": k.cpu, "memory": k.memory}
-    limits = {"memory": k.memory}
+    limits = {"cpu": cpu_limit, "memory": k.memory}
     if (gpus := gpus_for(spec, cfg)) > 0:
         requests["nvidia.com/gpu"] = str(gpus)
         limits["nvidia.com/gpu"] = str(gpus)
@@ -92,6 +93,26 @@ def _tolerations(cfg: LitopsConfig) -> list[dict[str, Any]]:
             tol.pop("value")
         out.append({k: v for k, v in tol.items() if v != ""})
     return out
+
+
+def scanner_exceptions(spec: JobSpec, cfg: LitopsConfig, image: str) -> dict[str, str]:
+    """checkov skip annotations (`checkov.io/skipN: CHECK=reason`) for what the config chose on purpose.
+
+    Each applies only while its cause holds: pinning the image by digest or choosing
+    imagePullPolicy Always removes the matching exception. A reason must not contain '='.
+    """
+    k = cfg.kubernetes
+    reasons = {}
+    if "@" not in image:
+        reasons["CKV_K8S_43"] = (f"kubernetes.images.{spec.component} is a tag; set it to name@sha256:<digest> to pin "
+                                 "the image")
+        if k.image_pull_policy != "Always":
+            reasons["CKV_K8S_15"] = (f"imagePullPolicy is kubernetes.image_pull_policy ({k.image_pull_policy}) so a "
+                                     "node reuses its cached image; set Always or pin the image by digest")
+    if k.secrets:
+        reasons["CKV_K8S_35"] = ("the steps read the S3 keys as AWS_* variables (boto3 and DVC) from the Secrets in "
+                                 "kubernetes.secrets")
+    return {f"checkov.io/skip{n}": f"{check}={why}" for n, (check, why) in enumerate(reasons.items(), 1)}
 
 
 def labels_for(spec: JobSpec, cfg: LitopsConfig, name: str) -> dict[str, str]:
@@ -169,8 +190,10 @@ def render_job(spec: JobSpec, cfg: LitopsConfig, name: str) -> dict[str, Any]:
         job_spec.update(completionMode="Indexed", completions=cfg.train.nodes, parallelism=cfg.train.nodes)
     if LABEL_KUEUE_QUEUE in labels:
         job_spec["suspend"] = True  # Kueue admits (unsuspends) the Job when its quota allows
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "namespace": k.namespace, "labels": labels}, "spec": job_spec}
+    metadata: dict[str, Any] = {"name": name, "namespace": k.namespace, "labels": labels}
+    if annotations := scanner_exceptions(spec, cfg, image):
+        metadata["annotations"] = annotations
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
 def render_service(spec: JobSpec, cfg: LitopsConfig, name: str) -> dict[str, Any]:
