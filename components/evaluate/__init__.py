@@ -1,4 +1,5 @@
-"""Evaluate component: zero-shot, retrieval and compositional metrics on held-out splits.
+"""Evaluate component: zero-shot, retrieval and compositional metrics on held-out splits and on the
+suites of the user's own data configured under `eval.suites`.
 
 Names resolve lazily, so `python -m litops.evaluate` can reject bad arguments (an unreachable
 tracking store, a missing model file) before torch is imported.

@@ -1,8 +1,12 @@
-"""`python -m litops.evaluate`: evaluate one or more models on the same held-out splits.
+"""`python -m litops.evaluate`: evaluate one or more models on the same held-out splits and suites.
 
-    python -m litops.evaluate --config CFG.json --dataset-dir DIR --out DIR \
+    python -m litops.evaluate --config CFG.json [--dataset-dir DIR] --out DIR \
         --model challenger=/path/model.pt [--model champion=models:/lit-embedded@champion] \
-        [--tracking-uri URI] [--run-id RUN_ID]
+        [--suites NAME,NAME] [--tracking-uri URI] [--run-id RUN_ID]
+
+`--dataset-dir` runs the built-in benchmark on that dataset (unprefixed metrics); the suites of
+the config's `eval.suites` (all, or those `--suites` names; an empty list: none) add
+`<suite>/<metric>` and one plot each. At least one of the two must be there.
 
 Each `--model LABEL=REF` is a local model file (checkpoint.load_model) or an MLflow model URI
 (`models:/...`, `runs:/...`), whose pyfunc wrapper exposes the LiTModel as `.lit_model`.
@@ -134,8 +138,11 @@ def log_to_run(uri: str, run_id: str, metrics: dict[str, float], plots: list[Pat
         raise UserError(f"cannot log to run {run_id} in MLflow tracking store {uri}: {_first_line(e)}") from None
 
 
-def make_plots(out: Path, label: str, report, uri: str | None, run_id: str | None, notes: list[str]) -> list[Path]:
+def make_plots(out: Path, label: str, report, uri: str | None, run_id: str | None, notes: list[str],
+               evalset) -> list[Path]:
+    """The loss curve (with a run), the built-in benchmark's plots (when it ran) and one plot per suite."""
     from . import plots
+    from .suites import suite_plot
 
     made = []
     if run_id:
@@ -144,8 +151,17 @@ def make_plots(out: Path, label: str, report, uri: str | None, run_id: str | Non
             made.append(plots.loss_curve(steps, values, out / PLOT_FILES["loss"], f"Training loss (run {run_id[:8]})"))
         else:
             notes.append(f"loss curve skipped: run {run_id} has no 'train/loss' history")
-    else:
-        notes.append("loss curve skipped: no --run-id")
+    if evalset.splits:
+        made += benchmark_plots(out, label, report, notes)
+    for suite in evalset.suites:
+        made.append(suite_plot(out, suite.name, suite.kind, report.suites[suite.name], label))
+    return made
+
+
+def benchmark_plots(out: Path, label: str, report, notes: list[str]) -> list[Path]:
+    from . import plots
+
+    made = []
     conf_sfx = "" if report.confusion.get("") else next((s for s, c in report.confusion.items() if c), None)
     if conf_sfx is not None:
         split = "val" if conf_sfx == "" else "heldout"
@@ -161,7 +177,10 @@ def make_plots(out: Path, label: str, report, uri: str | None, run_id: str | Non
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m litops.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="resolved config JSON")
-    p.add_argument("--dataset-dir", required=True, help="dataset root (val/ and test/ shards, dataset.json)")
+    p.add_argument("--dataset-dir", default=None,
+                   help="dataset root (val/ and test/ shards, dataset.json) of the built-in benchmark; none: suites only")
+    p.add_argument("--suites", default=None, metavar="NAME,NAME",
+                   help="configured suites (eval.suites) to evaluate; default all, '' none")
     p.add_argument("--out", required=True, help="output folder: metrics.json and the plots")
     p.add_argument("--model", action="append", required=True, metavar="LABEL=REF",
                    help="model file or MLflow model URI; repeatable; the first is logged to --run-id")
@@ -182,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read config {args.config}: {_first_line(e)}") from None
     models = parse_models(args.model)
-    dataset_dir = Path(args.dataset_dir)
-    if not dataset_dir.is_dir():
+    dataset_dir = Path(args.dataset_dir) if args.dataset_dir is not None else None
+    if dataset_dir is not None and not dataset_dir.is_dir():
         raise UserError(f"dataset folder not found: {dataset_dir}")
+    suite_names = None if args.suites is None else [n.strip() for n in args.suites.split(",") if n.strip()]
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -202,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluate import prepare_from_config, score_model
 
     t0 = time.perf_counter()
-    evalset = prepare_from_config(dataset_dir, cfg)
-    if not evalset.splits:
-        raise UserError(f"nothing to evaluate in {dataset_dir}: " + "; ".join(evalset.notes))
-    _log(f"prepared {', '.join(f'{p.name}={len(p.split)}' for p in evalset.splits)} in {time.perf_counter() - t0:.1f}s")
+    evalset = prepare_from_config(dataset_dir, cfg, suite_names)
+    if not evalset.splits and not evalset.suites:
+        where = f"in {dataset_dir}: " + "; ".join(evalset.notes) if dataset_dir else "(no --dataset-dir, no suite)"
+        raise UserError(f"nothing to evaluate {where}")
+    prepared = [f"{p.name}={len(p.split)}" for p in evalset.splits] + [f"{s.name}={len(s.images())}" for s in evalset.suites]
+    _log(f"prepared {', '.join(prepared)} in {time.perf_counter() - t0:.1f}s")
 
     results: dict[str, dict[str, float]] = {}
     reports = {}
@@ -217,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"{label}: {len(results[label])} metrics in {time.perf_counter() - t1:.1f}s")
 
     notes = list(evalset.notes)
+    for report in reports.values():  # each model meets the same unreadable images: one note each
+        notes += [n for result in report.suites.values() for n in result.notes if n not in notes]
     first = models[0][0]
-    plot_paths = make_plots(out, first, reports[first], uri, args.run_id, notes)
+    plot_paths = make_plots(out, first, reports[first], uri, args.run_id, notes, evalset)
     if args.run_id:
         log_to_run(uri, args.run_id, results[first], plot_paths)
 
@@ -226,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": results,
         "models": {label: ref for label, ref in models},
         "splits": {p.name: p.counts() for p in evalset.splits},
+        "suites": {s.name: {"kind": s.kind, **reports[first].suites[s.name].counts} for s in evalset.suites},
         "plots": [str(p) for p in plot_paths],
         "artifacts": [f"{ARTIFACT_DIR}/{p.name}" for p in plot_paths] if args.run_id else [],
         "logged_model": first if args.run_id else None,

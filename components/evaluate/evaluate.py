@@ -18,10 +18,16 @@ the `*_heldout` metrics left out):
   alternating). `compositional_acc` over all pairs, `compositional_acc_binding` over the
   two-object swaps only.
 
-Work is shared across models: captions, metadata and swapped captions are read once, without
-decoding any image (`prepare_eval`). Per model (`score_model`) every distinct text is embedded
-once, and each split's images are streamed from its shards in batches, decoded straight to that
-model's input size and embedded batch by batch: only the [N, D] embeddings stay in memory.
+These built-in metrics keep their unprefixed names. The suites configured under `eval.suites`
+(litops.evaluate.suites: the user's own zero-shot, retrieval and compositional data) are scored
+for the same models and join the same dict as `<suite>/<metric>`; without a dataset folder only
+the suites are evaluated.
+
+Work is shared across models: captions, metadata and swapped captions (and the suites' files)
+are read once, without decoding any image (`prepare_from_config`). Per model (`score_model`)
+every distinct text is embedded once, and each split's (and suite's) images are streamed in
+batches, decoded straight to that model's input size and embedded batch by batch: only the
+[N, D] embeddings stay in memory.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from litops.core.progress import Progress, start as start_progress
 from litops.core.stream import SplitStream, StreamBatch
 
 from . import metrics as M
+from .suite_base import Scorer, Suite, SuiteResult
+from .suites import prefixed, prepare_suite, select_suites
 
 SPLITS = (("val", ""), ("test", "_heldout"))  # split folder, metric-name suffix
 ZEROSHOT_ATTRIBUTES = ("colour", "shape")
@@ -127,6 +135,7 @@ class EvalSet:
     notes: list[str] = field(default_factory=list)
     image_size: int = 0  # decode size for a model without `image_input_size`
     workers: int = 0  # reader processes per pass over a split; 0: in this process
+    suites: list[Suite] = field(default_factory=list)  # configured suites (eval.suites) to score too
 
     def texts(self) -> list[str]:
         """Every distinct text any metric needs: captions, swapped captions, prompts."""
@@ -140,7 +149,8 @@ class EvalSet:
 
     def items(self) -> int:
         """Texts and images one model embeds: the work `score_model` reports progress over."""
-        return len(self.texts()) + sum(len(p.split) for p in self.splits)
+        builtin = len(self.texts()) + sum(len(p.split) for p in self.splits)
+        return builtin + sum(len(s.texts()) + len(s.images()) for s in self.suites)
 
 
 @dataclass
@@ -148,6 +158,7 @@ class ModelReport:
     metrics: dict[str, float]
     confusion: dict[str, dict[str, Any]]  # suffix -> attribute -> {"classes", "matrix"}
     recalls: dict[str, dict[str, dict[int, float]]]  # suffix -> {"i2t": {k: r}, "t2i": {k: r}}
+    suites: dict[str, SuiteResult] = field(default_factory=dict)  # suite name -> its result (metrics unprefixed)
 
 
 # --------------------------------------------------------------------------- preparation
@@ -226,7 +237,7 @@ def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[s
         from litops.core.config import ConfigError
 
         raise ConfigError(f"eval.recall_ks must be positive integers, got {list(ks)}")
-    attributes, notes = read_attributes(dataset_dir)
+    attributes, notes = read_attributes(dataset_dir) if splits else ({}, [])
     prepared = []
     for name, suffix in splits:
         split = _split_metadata(dataset_dir, name, suffix, batch_size, workers, notes)
@@ -254,11 +265,19 @@ def _split_metadata(dataset_dir: str | Path, name: str, suffix: str, batch_size:
     return SplitSamples.read(stream, name, batch_size, workers)
 
 
-def prepare_from_config(dataset_dir: str | Path, cfg) -> EvalSet:
+def prepare_from_config(dataset_dir: str | Path | None, cfg, suites: Sequence[str] | None = None) -> EvalSet:
+    """The built-in benchmark on `dataset_dir` (None: none) and the configured suites named in
+    `suites` (None: all of `cfg.eval.suites`)."""
     from litops.core.config import resolve_workers
 
-    return prepare_eval(dataset_dir, cfg.data.image_size, cfg.eval.prompt_templates, cfg.eval.recall_ks,
-                        cfg.eval.batch_size, workers=resolve_workers(cfg.data.workers, beside_compute=True))
+    evalset = prepare_eval(dataset_dir, cfg.data.image_size, cfg.eval.prompt_templates, cfg.eval.recall_ks,
+                           cfg.eval.batch_size, splits=SPLITS if dataset_dir is not None else (),
+                           workers=resolve_workers(cfg.data.workers, beside_compute=True))
+    for config in select_suites(cfg.eval.suites, suites):
+        suite = prepare_suite(config, evalset.ks)
+        evalset.suites.append(suite)
+        evalset.notes += suite.notes
+    return evalset
 
 
 # --------------------------------------------------------------------------- scoring
@@ -274,11 +293,17 @@ def _embed_texts(model: Embedder, texts: list[str], batch_size: int, bar: Progre
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def _embed_split_images(model: Embedder, evalset: EvalSet, split: SplitSamples, bar: Progress) -> torch.Tensor:
-    """Stream the split's images at the model's input size and embed them batch by batch: [N, D]."""
+def _image_size(model: Embedder, evalset: EvalSet) -> int:
+    """The pixels per side the model's images are decoded to."""
     size = getattr(model, "image_input_size", None) or evalset.image_size
     if not size:
         raise ValueError("no image size: the model has no image_input_size and prepare_eval got none")
+    return size
+
+
+def _embed_split_images(model: Embedder, evalset: EvalSet, split: SplitSamples, bar: Progress) -> torch.Tensor:
+    """Stream the split's images at the model's input size and embed them batch by batch: [N, D]."""
+    size = _image_size(model, evalset)
     out = []
     for batch in split.image_batches(evalset.batch_size, size, evalset.workers):
         out.append(model.embed_images(batch.images, batch_size=evalset.batch_size).detach().float().cpu())
@@ -334,7 +359,17 @@ def _score(model: Embedder, evalset: EvalSet, bar: Progress) -> ModelReport:
             out[f"compositional_acc{sfx}"] = float(correct.mean())
             if p.swap_binding.any():
                 out[f"compositional_acc_binding{sfx}"] = float(correct[p.swap_binding].mean())
-    return ModelReport(out, confusion, recalls)
+    suites = _score_suites(model, evalset, bar)
+    for name, result in suites.items():
+        out.update(prefixed(name, result.metrics))
+    return ModelReport(out, confusion, recalls, suites)
+
+
+def _score_suites(model: Embedder, evalset: EvalSet, bar: Progress) -> dict[str, SuiteResult]:
+    if not evalset.suites:
+        return {}
+    scorer = Scorer(model, evalset.batch_size, _image_size(model, evalset), evalset.workers, bar)
+    return {suite.name: suite.score(scorer) for suite in evalset.suites}
 
 
 def evaluate_model(model: Embedder, dataset_dir: str | Path, cfg) -> dict[str, float]:

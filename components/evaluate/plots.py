@@ -1,4 +1,5 @@
-"""Evaluation plots: training loss curve, zero-shot confusion matrices, R@K bars.
+"""Evaluation plots: training loss curve, zero-shot confusion matrices, per-class recall, R@K bars,
+compositional accuracy by swap type.
 
 Uses matplotlib's object API (Figure + Agg canvas), never pyplot's global state, so it runs
 headless and in threads.
@@ -81,5 +82,44 @@ def recall_bars(recalls: dict[str, dict[str, dict[int, float]]], path: Path, tit
     ax.set_ylabel("recall")
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def per_class_recall(classes: Sequence[str], recalls: Sequence[float | None], path: Path, title: str) -> Path:
+    """Top-1 recall of every class, sorted from worst to best; too many classes for a confusion matrix."""
+    ranked = sorted(((r, c) for c, r in zip(classes, recalls) if r is not None), key=lambda rc: rc[0])
+    fig = Figure(figsize=(max(6.4, min(24.0, 0.12 * len(ranked))), 4.2))
+    ax = fig.add_subplot()
+    ax.bar(range(len(ranked)), [r for r, _ in ranked], width=1.0, color="tab:blue", edgecolor="none")
+    if len(ranked) <= 60:
+        ax.set_xticks(range(len(ranked)), [c for _, c in ranked], rotation=90, fontsize=6)
+    else:
+        ax.set_xticks([])
+        worst = ", ".join(c for _, c in ranked[:5])
+        ax.set_xlabel(f"{len(ranked)} classes, worst first (worst: {worst})")
+    mean = sum(r for r, _ in ranked) / max(1, len(ranked))
+    ax.axhline(mean, color="tab:orange", lw=1, label=f"mean per-class recall {mean:.2f}")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("top-1 recall")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def accuracy_bars(accuracy: dict[str, float], counts: dict[str, int], path: Path, title: str) -> Path:
+    """One bar per swap type: accuracy, with the number of pairs under the label; 0.5 is chance."""
+    names = list(accuracy)
+    fig = Figure(figsize=(max(4.8, 1.1 * len(names) + 2), 4.2))
+    ax = fig.add_subplot()
+    bars = ax.bar(range(len(names)), [accuracy[n] for n in names], color="tab:green", edgecolor="grey")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=1)
+    ax.set_xticks(range(len(names)), [f"{n}\n(n={counts.get(n, 0)})" for n in names], fontsize=8)
+    ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("accuracy (true caption beats swapped)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
