@@ -1,15 +1,20 @@
-"""`litops`: the command line. Subcommands run flows or components; errors are one line."""
+"""`litops`: the command line. Subcommands run flows or components; errors are one line on stderr.
+
+`litops run` is a Hydra application (flows/cli_run.py); the other subcommands are argparse
+(this file) and do their work in flows/cli_commands.py.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
-from pathlib import Path
 
 EPILOG = """examples:
   litops run                          retrain on the embedded default
   litops run train.steps=600 loss=softmax
+  litops run -m loss=sigmoid,softmax  one run per sweep point, then a table (`litops run --help`)
   litops data synth                   generate + version the embedded benchmark
   litops data add ./my-shards         ingest user shards (bad samples are quarantined)
   litops data checkout --version lit-embedded@champion
@@ -23,241 +28,210 @@ EPILOG = """examples:
                                       print the Job (+ Service) a Kubernetes run would submit
   litops infra render --overlay gpu   print the platform manifests (infra/, kustomize layout)
 """
+RUN_HELP = "run the retrain flow once, or a sweep (a Hydra app: `litops run --help`)"
+REGISTRY_OVERRIDES = "registry.model_name=my-model mlflow.tracking_uri=http://mlflow:5000"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="litops", description="Train, evaluate and promote image-text models.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    over = dict(nargs="*", default=[], metavar="KEY=VALUE", help="Hydra overrides, e.g. train.steps=300 loss=softmax")
+class Commands:
+    """Adds subcommands with a description, examples and help for every argument; keeps each
+    one's parser, so an error names the subcommand's usage."""
 
-    sub.add_parser("run", help="run the retrain flow once").add_argument("overrides", **over)
-    data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_command", required=True, metavar="SUB")
-    data.add_parser("synth", help="generate and version the embedded benchmark").add_argument("overrides", **over)
-    add = data.add_parser("add", help="ingest user shards or an image+caption folder")
-    add.add_argument("path")
-    add.add_argument("overrides", **over)
-    checkout = data.add_parser("checkout", help="restore a data version, or a model's training data, into its own "
-                                                "folder (the data repo's branch does not move)")
+    def __init__(self, subparsers, words: str = "", parsers: dict[str, argparse.ArgumentParser] | None = None):
+        self.subparsers, self.words = subparsers, words
+        self.parsers = parsers if parsers is not None else {}  # by the subcommand's words, e.g. "data add"
+
+    def nested(self, parser: argparse.ArgumentParser, dest: str) -> "Commands":
+        """The subcommands of a subcommand (`litops data add`), kept in the same table."""
+        words = f"{self.words} {parser.prog.split()[-1]}".strip()
+        subparsers = parser.add_subparsers(dest=dest, required=True, metavar="SUB", help=f"the {words} command to run")
+        return Commands(subparsers, words, self.parsers)
+
+    def add(self, name: str, summary: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+        words = f"{self.words} {name}".strip()
+        epilog = "examples:\n" + "\n".join(f"  litops {words} {example}".rstrip() for example in examples)
+        parser = self.subparsers.add_parser(name, help=summary, description=description, epilog=epilog,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.parsers[words] = parser
+        return parser
+
+
+def add_overrides(parser: argparse.ArgumentParser, example: str) -> argparse.ArgumentParser:
+    """The Hydra overrides of a subcommand that reads the config; added last, after its other positionals."""
+    parser.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help=f"Hydra overrides of the config, e.g. {example}")
+    return parser
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each subcommand's parser by its words, e.g. "data add"."""
+    top = argparse.ArgumentParser(prog="litops", description="Train, evaluate and promote image-text models.",
+                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", help="`litops COMMAND --help` tells more")
+    sub.add_parser("run", help=RUN_HELP, add_help=False)  # listed only: main() hands `run` to Hydra
+    commands = Commands(sub)
+    _add_data(commands.nested(commands.add("data", "data commands: synth, add, checkout",
+                                           "Generate, ingest and restore versioned datasets (DVC under <home>/data).",
+                                           ["synth", "add ./my-shards", "checkout --version lit-embedded@champion"]),
+                              "data_command"))
+    _add_registry(commands)
+    _add_service(commands)
+    _add_platform(commands)
+    # `litops eval` comes from its own module (flows/eval_command.py), wired when it is there.
+    if importlib.util.find_spec("litops.flows.eval_command") is not None:
+        from litops.flows import eval_command
+
+        commands.parsers["eval"] = eval_command.add_parser(sub)
+    return top, commands.parsers
+
+
+def _add_data(commands: Commands) -> None:
+    synth = commands.add("synth", "generate and version the embedded benchmark",
+                         "Generate the embedded image-text benchmark (deterministic for data.seed) and commit it\n"
+                         "as a data version.", ["", "data.n_train=4000 data.seed=1"])
+    add_overrides(synth, "data.n_train=4000 data.seed=1")
+    add = commands.add("add", "ingest user shards or an image+caption folder",
+                       "Ingest a .tar shard, a folder (shards or image+caption pairs), a brace-expanded shard list\n"
+                       "or s3://...; bad samples are quarantined with counts by reason. Re-adding the same content\n"
+                       "is a no-op. A new data version tells a running `litops deploy` to retrain.",
+                       ["./my-shards", "'./shards/part-{000..015}.tar' data.workers=4",
+                        "s3://bucket/shards/ data.max_bad_fraction=0.05"])
+    add.add_argument("path", metavar="SOURCE", help="a .tar shard, a folder, a brace list of shards or an s3:// URL")
+    add_overrides(add, "data.workers=4 data.max_bad_fraction=0.05")
+    checkout = commands.add("checkout", "restore a data version, or a model's training data",
+                            "Restore a data version, or the data a model version was trained on, into\n"
+                            "<home>/data-checkouts/<md5>/ (the data repo's branch does not move).",
+                            ["--version lit-embedded@champion", "--version lit-embedded/3",
+                             "--version 0123456789abcdef0123456789abcdef.dir"])
     checkout.add_argument("--version", required=True, metavar="REF", help="<md5>.dir | MODEL@ALIAS | MODEL/N")
-    checkout.add_argument("overrides", **over)
-    promote = sub.add_parser("promote", help="move the champion alias to a version")
-    promote.add_argument("--version", type=int, required=True)
-    promote.add_argument("overrides", **over)
-    sub.add_parser("rollback", help="move the champion alias back to the previous champion").add_argument("overrides", **over)
-    sub.add_parser("models", help="list registered versions").add_argument("overrides", **over)
-    srv = sub.add_parser("server", help="the workspace's persistent Prefect server")
-    srv.add_argument("action", choices=("start", "stop", "status"))
-    srv.add_argument("overrides", **over)
-    deploy = sub.add_parser("deploy", help="serve the retrain flow on its cron schedule and on new data")
+    add_overrides(checkout, "home=/srv/litops")
+
+
+def _add_registry(commands: Commands) -> None:
+    models = commands.add("models", "list registered versions",
+                          "List the model's registered versions, newest first: aliases, key metrics, data version,\n"
+                          "gate decision. --format json prints them as one JSON document for scripts.",
+                          ["", "--format json", REGISTRY_OVERRIDES])
+    models.add_argument("--format", choices=("table", "json"), default="table",
+                        help="table (default) or json: {model_name, versions: [{version, aliases, metrics, "
+                             "data_version, decision, run_id, ...}]}")
+    add_overrides(models, REGISTRY_OVERRIDES)
+    promote = commands.add("promote", "move the champion alias to a version",
+                           "Move the champion alias to a registered version by hand (a human override of the gate).",
+                           ["--version 3"])
+    promote.add_argument("--version", type=int, required=True, metavar="N",
+                         help="the registered version to make champion (see `litops models`)")
+    add_overrides(promote, REGISTRY_OVERRIDES)
+    add_overrides(commands.add("rollback", "move the champion alias back to the previous champion",
+                               "Give the champion alias back to the version that held it before; the current one\n"
+                               "is tagged rolled back.", [""]), REGISTRY_OVERRIDES)
+
+
+def _add_service(commands: Commands) -> None:
+    server = commands.add("server", "the workspace's persistent Prefect server",
+                          "Start, stop or check one persistent Prefect server for the workspace (SQLite under\n"
+                          "<home>/prefect, 127.0.0.1). `litops run`, `deploy` and `data add` use it when it is up.",
+                          ["start", "status", "stop home=/srv/litops"])
+    server.add_argument("action", choices=("start", "stop", "status"), help="start | stop | status")
+    add_overrides(server, "home=/srv/litops")
+    deploy = commands.add("deploy", "serve the retrain flow on its cron schedule and on new data",
+                          "Serve the retrain deployment: its cron schedule (schedule.cron) plus a run whenever\n"
+                          "`litops data add` commits new data; one run at a time. The overrides become the\n"
+                          "deployment's.", ["", "--apply-only", "train.steps=600 'schedule.cron=0 4 * * *'"])
     deploy.add_argument("--apply-only", action="store_true", help="register the deployment and exit (no runner)")
-    deploy.add_argument("overrides", **over)
-    k8s = sub.add_parser("k8s", help="Kubernetes commands").add_subparsers(dest="k8s_command", required=True, metavar="SUB")
-    k8s.add_parser("render-job", help="print the YAML of the train Job (and Service) a run would submit, "
-                                      "without a cluster").add_argument("overrides", **over)
-    infra = sub.add_parser("infra", help="infrastructure commands").add_subparsers(dest="infra_command", required=True,
-                                                                                  metavar="SUB")
-    render = infra.add_parser("render", help="print the manifests of infra/ (base or an overlay)")
+    add_overrides(deploy, "train.steps=600 'schedule.cron=0 4 * * *'")
+
+
+def _add_platform(commands: Commands) -> None:
+    k8s = commands.add("k8s", "Kubernetes commands: render-job", "Kubernetes helpers that need no cluster.",
+                       ["render-job train.nodes=2 train.gpus_per_node=8"])
+    render_job = commands.nested(k8s, "k8s_command").add(
+        "render-job", "print the train Job (and Service) a run would submit",
+        "Print the YAML of the train Job (and the headless Service of a multi-node run) that a\n"
+        "Kubernetes run would submit, without a cluster.", ["", "train.nodes=2 train.gpus_per_node=8"])
+    add_overrides(render_job, "train.nodes=2 train.gpus_per_node=8")
+    infra = commands.add("infra", "infrastructure commands: render", "The platform manifests of infra/.",
+                         ["render --overlay gpu"])
+    render = commands.nested(infra, "infra_command").add(
+        "render", "print the manifests of infra/ (base or an overlay)",
+        "Print the platform manifests (kustomize layout under infra/), base or an overlay.", ["", "--overlay gpu"])
     render.add_argument("--overlay", default="base", help="base | dev | gpu (default: base)")
-    return p
 
 
-def _prepare_env(home: str) -> str | None:
-    """Prefect's own state goes under the litops home too, unless the user set PREFECT_HOME."""
-    os.environ.setdefault("PREFECT_HOME", str(Path(home) / "prefect"))
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # slow 2-core boxes
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client: no telemetry, so no first-run notice on a terminal
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from litops.flows.server import use_if_running
-
-    return use_if_running(Path(home))  # the workspace's persistent server's API URL, when it is up
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse a non-`run` command line; an unknown argument is reported with its subcommand's usage."""
+    top, parsers = build_parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:
+        words = [args.command, getattr(args, f"{args.command}_command", None)]
+        parser = parsers.get(" ".join(w for w in words if w), parsers.get(args.command, top))
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
-def _component(component: str, args: list[str], cfg_overrides: list[str]) -> int:
-    from litops.flows.config import load_config
+def dispatch(args: argparse.Namespace) -> int:
+    from litops.flows import cli_commands as do
 
-    return _component_result(component, args, load_config(cfg_overrides))[0]
+    command = " ".join(w for w in (args.command, getattr(args, f"{args.command}_command", None)) if w)
+    if command == "data synth":
+        return do.component("data", ["synth"], args.overrides)
+    if command == "data checkout":
+        return do.component("data", ["checkout", "--version", args.version], args.overrides)
+    if command == "data add":
+        return do.data_add(args.path, args.overrides)
+    if command == "server":
+        return do.server(args.action, args.overrides)
+    if command == "promote":
+        return do.component("register", ["promote", "--version", str(args.version)], args.overrides)
+    if command == "rollback":
+        return do.component("register", ["rollback"], args.overrides)
+    if command == "models":
+        return do.models(args.format, args.overrides)
+    if command == "k8s render-job":
+        return do.render_job(args.overrides)
+    if command == "infra render":
+        return do.render_infra(args.overlay)
+    if command == "eval":
+        from litops.flows import eval_command
 
-
-def _component_result(component: str, args: list[str], cfg) -> tuple[int, dict | None]:
-    """Run one component as a child process, its output straight to the terminal; (exit code, result)."""
-    from litops.flows.config import write_config
-    from litops.core.workspace import Workspace
-    from litops.flows.launcher import ComponentFailed, JobSpec, LocalProcessLauncher
-
-    ws = Workspace(Path(cfg.home)).create()
-    cfg_path = write_config(cfg, ws.runs / "cli" / "config.json")
-    try:
-        job = LocalProcessLauncher().run(JobSpec(component, component, [*args, "--config", str(cfg_path)]), log=print)
-    except ComponentFailed as e:  # the component already printed its one-line error
-        return e.exit_code, None
-    return 0, job.result
-
-
-def _local_source(path: str) -> str | None:
-    """A local path checked before the workspace is created (S3 URLs and brace lists go to the
-    data component as they are; it checks the rest); None after a one-line error."""
-    if "://" in path or "{" in path:
-        return path
-    source = Path(path).expanduser()
-    if source.is_dir() or (source.is_file() and source.name.lower().endswith((".tar", ".tar.gz", ".tgz"))):
-        return str(source.resolve())
-    what = "is not a .tar shard or a folder" if source.exists() else "does not exist"
-    print(f"litops: data add: {source} {what}", file=sys.stderr)
-    return None
+        return eval_command.main(args)
+    return do.deploy(args.overrides, args.apply_only)
 
 
-def _data_add(path: str, overrides: list[str]) -> int:
-    """Ingest, then tell the deployment's data trigger when a new data version was committed."""
-    from litops.flows.config import load_config
-    from litops.flows.events import emit_data_committed
-    from litops.core.component_cli import EXIT_BAD_INPUT
-
-    source = _local_source(path)
-    if source is None:
-        return EXIT_BAD_INPUT
-    cfg = load_config(overrides)
-    code, result = _component_result("data", ["add", source], cfg)
-    if code != 0 or not result or not result.get("committed"):
-        return code
-    url = _prepare_env(cfg.home)
-    if url is None:
-        print("no Prefect server is running for this workspace: no deployment was told about the new data "
-              "(`litops server start` and `litops deploy` retrain when data lands)")
-        return 0
-    event_id = emit_data_committed(url, cfg.home, result)
-    print(f"event litops.data.committed ({event_id}) sent to {url}: deployments with a data trigger will retrain")
-    return 0
-
-
-def _server(action: str, overrides: list[str]) -> int:
-    from litops.flows import server
-    from litops.flows.config import load_config
-
-    home = Path(load_config(overrides).home)
-    if action == "start":
-        state, started = server.start(home)
-        print(f"Prefect server {'started' if started else 'already running'} for {home}: {state.api_url} "
-              f"(pid {state.pid}, log {state.log})")
-        print(f"  point Prefect's CLI at it: export PREFECT_API_URL={state.api_url}")
-    elif action == "stop":
-        state = server.stop(home)
-        print(f"Prefect server stopped (pid {state.pid})" if state else f"no Prefect server was running for {home}")
-    else:
-        state = server.running(home)
-        if state is None:
-            print(f"no Prefect server is running for {home} (`litops server start`)")
-            return 3
-        print(f"Prefect server running for {home}: {state.api_url} (pid {state.pid}, database {state.database})")
-    return 0
-
-
-def _run(overrides: list[str]) -> int:
-    from litops.flows.config import load_config
-    from litops.flows.run_lock import model_lock
-
-    cfg = load_config(overrides)  # fail fast, before Prefect starts
-    with model_lock(Path(cfg.home), cfg.registry.model_name):  # a refused run never starts Prefect
-        _prepare_env(cfg.home)
-        from litops.flows.launcher import quiet_component_failures
-        from litops.flows.retrain import retrain
-
-        quiet_component_failures()
-        summary = retrain(overrides=overrides)
-    _print_run_summary(summary)
-    return 0
-
-
-def _print_run_summary(summary: dict) -> None:
-    status = summary["status"]
-    if status == "up_to_date":
-        print(f"\nup to date: version {summary['version']} already trained on data {summary['data_version']}")
-        return
-    resumed = " (gate resumed: an interrupted run had registered it)" if summary.get("resumed") else ""
-    m = summary.get("metrics", {})
-    print(f"\nversion {summary['version']}: {status.upper()} ({summary.get('reason', '')}){resumed}")
-    print("  " + "  ".join(f"{k}={m[k]:.3f}" for k in ("zeroshot_top1", "retrieval_i2t_r1", "retrieval_t2i_r1",
-                                                       "compositional_acc") if k in m))
-
-
-def _deploy(overrides: list[str], apply_only: bool) -> int:
-    from litops.flows.config import load_config
-
-    cfg = load_config(overrides)
-    _prepare_env(cfg.home)
-    from litops.flows.deploy import deploy
-
-    deploy(cfg, overrides, apply_only=apply_only)
-    return 0
-
-
-def _render_job(overrides: list[str]) -> int:
-    import yaml
-
-    from litops.flows.config import load_config
-    from litops.flows.k8s_render import example_train_spec, render
-
-    cfg = load_config(["backend=kubernetes", *overrides])  # later overrides win, e.g. backend=... again
-    print(yaml.safe_dump_all(render(example_train_spec(cfg), cfg, name="litops-train-example"), sort_keys=False), end="")
-    return 0
-
-
-def _render_infra(overlay: str) -> int:
+def error_message(e: BaseException) -> str:
+    """An exception as the one line litops prints for it."""
     from litops.core.config import ConfigError
-    from litops.flows.infra import InfraError, render, to_yaml
+    from litops.flows.launcher import ComponentFailed
+    from litops.flows.run_lock import RunInProgress
+    from litops.flows.server import ServerError
 
-    try:
-        print(to_yaml(render(overlay)), end="")
-    except InfraError as e:
-        raise ConfigError(str(e)) from None
-    return 0
+    if isinstance(e, ConfigError):
+        return f"config error: {e}"
+    if isinstance(e, (ComponentFailed, RunInProgress, ServerError)):
+        return str(e)
+    return f"{type(e).__name__}: {e} (set LITOPS_DEBUG=1 for the traceback)"
 
 
 def main(argv: list[str] | None = None) -> None:
     from litops.core.component_cli import EXIT_CONFIG_ERROR
     from litops.core.config import ConfigError
 
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if args.command == "run":
-            code = _run(args.overrides)
-        elif args.command == "data" and args.data_command == "synth":
-            code = _component("data", ["synth"], args.overrides)
-        elif args.command == "data" and args.data_command == "checkout":
-            code = _component("data", ["checkout", "--version", args.version], args.overrides)
-        elif args.command == "data":
-            code = _data_add(args.path, args.overrides)
-        elif args.command == "server":
-            code = _server(args.action, args.overrides)
-        elif args.command == "promote":
-            code = _component("register", ["promote", "--version", str(args.version)], args.overrides)
-        elif args.command in ("rollback", "models"):
-            code = _component("register", [args.command], args.overrides)
-        elif args.command == "k8s":
-            code = _render_job(args.overrides)
-        elif args.command == "infra":
-            code = _render_infra(args.overlay)
+        if argv[:1] == ["run"]:
+            from litops.flows import cli_run
+
+            code = cli_run.main(argv[1:])
         else:
-            code = _deploy(args.overrides, args.apply_only)
+            code = dispatch(parse(argv))
     except ConfigError as e:
-        print(f"litops: config error: {e}", file=sys.stderr)
+        print(f"litops: {error_message(e)}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     except KeyboardInterrupt:
         print("litops: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as e:  # one readable failure, not a traceback wall
-        from litops.flows.launcher import ComponentFailed
-        from litops.flows.run_lock import RunInProgress
-        from litops.flows.server import ServerError
-
-        if os.environ.get("LITOPS_DEBUG") or not isinstance(e, Exception):
+        if os.environ.get("LITOPS_DEBUG"):
             raise
-        if isinstance(e, (ComponentFailed, RunInProgress, ServerError)):
-            print(f"litops: {e}", file=sys.stderr)
-        else:
-            print(f"litops: {type(e).__name__}: {e} (set LITOPS_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"litops: {error_message(e)}", file=sys.stderr)
         raise SystemExit(getattr(e, "exit_code", 1) or 1) from None
     raise SystemExit(code)

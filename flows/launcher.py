@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from litops.core import progress
-from litops.core.component_cli import RESULT_PREFIX, parse_result
+from litops.core.component_cli import RESULT_PREFIX, is_error_line, parse_result
 from litops.flows.progress import ProgressRenderer
 
 LogFn = Callable[[str], None]
@@ -78,15 +78,19 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class OutputRelay:
-    """A component's output, line by line: its result lines kept, its progress drawn, every other line logged.
+    """A component's output, line by line: its result lines kept, its progress drawn, its one-line
+    error sent to `error` (default: logged), every other line logged.
 
     Every launcher feeds its job's lines through one of these, so they all treat output the same way.
     """
 
-    def __init__(self, renderer: ProgressRenderer, tail: deque | None = None):
+    def __init__(self, renderer: ProgressRenderer, tail: deque | None = None, error: LogFn | None = None,
+                 log: LogFn | None = None):
         self.renderer = renderer
         self.tail: deque[str] = tail if tail is not None else deque(maxlen=TAIL_LINES)
         self.results: list[str] = []  # LITOPS_RESULT lines, kept whole
+        self.error = error
+        self.write = log or renderer.log
 
     def feed(self, raw: bytes) -> None:
         line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
@@ -103,7 +107,8 @@ class OutputRelay:
     def log(self, line: str) -> None:
         """Log a line of the job (kept in the tail for a failure report) around the live bar."""
         self.tail.append(line)
-        self.renderer.log_around(line)
+        to_error = self.error is not None and is_error_line(line)
+        self.renderer.log_around(line, self.error if to_error else self.write)
 
     def close(self) -> None:
         self.renderer.close()
@@ -126,9 +131,11 @@ class LocalProcessLauncher:
     def command(self, spec: JobSpec) -> list[str]:
         return [self.python, "-u", "-m", f"litops.{spec.component}", *spec.args]
 
-    def run(self, spec: JobSpec, log: LogFn) -> JobResult:
+    def run(self, spec: JobSpec, log: LogFn, diagnostics: LogFn | None = None) -> JobResult:
+        """`diagnostics`, when given, gets the job's one-line error and its progress lines in a log
+        (a CLI keeps them off stdout, which carries results); otherwise `log` gets every line."""
         env = {**os.environ, **self.extra_env, **spec.env, "PYTHONUNBUFFERED": "1", progress.MODE_ENV: "lines"}
-        relay = OutputRelay(ProgressRenderer(log))
+        relay = OutputRelay(ProgressRenderer(diagnostics or log), error=diagnostics, log=log)
         proc, chunks = self._start(spec, env)
         try:
             buf = b""

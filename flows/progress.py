@@ -42,14 +42,15 @@ class ProgressRenderer:
         else:
             self._print_each_tenth(event)
 
-    def log_around(self, line: str) -> None:
-        """Log a line without tearing a live bar: clear it, log, redraw."""
+    def log_around(self, line: str, write: Callable[[str], None] | None = None) -> None:
+        """Log a line (through `write`, default the log callback) without tearing a live bar: clear it, log, redraw."""
+        write = write or self.log
         if self._bar is None:
-            self.log(line)
+            write(line)
             return
         self._bar.clear()
         try:
-            self.log(line)
+            write(line)
         finally:
             self._bar.refresh()
 

@@ -2,8 +2,9 @@
 
 - The last stdout line `LITOPS_RESULT {json}` carries the step's result back to the flow
   (a local pipe or a Kubernetes pod log: both carry it).
-- A user error (bad config, bad input) prints one line and exits with a known code; no
-  traceback wall.
+- A user error (bad config, bad input) prints one line (`error_line`) and exits with a known
+  code; no traceback wall. A launcher merges a component's stdout and stderr into one pipe and
+  tells the error line apart by its form (`is_error_line`).
 - Libraries log warnings and errors only: MLflow's INFO lines (database migrations, system
   metrics start/stop) would otherwise fill the flow's log.
 """
@@ -13,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from typing import Any, Callable
 
 RESULT_PREFIX = "LITOPS_RESULT "
 EXIT_BAD_INPUT = 65  # EX_DATAERR: the data was wrong
 EXIT_CONFIG_ERROR = 78  # EX_CONFIG: the config was wrong; a retry cannot help
+_ERROR_LINE = re.compile(r"litops [\w-]+: (config error|error|interrupted)\b")
 
 
 class UserError(Exception):
@@ -41,6 +44,16 @@ def parse_result(lines: list[str]) -> dict[str, Any] | None:
     return None
 
 
+def error_line(component: str, kind: str, message: str = "") -> str:
+    """The one line a component's user error prints, e.g. `litops data: error: no such folder`."""
+    return f"litops {component}: {kind}" + (f": {message}" if message else "")
+
+
+def is_error_line(line: str) -> bool:
+    """Whether a line of a component's merged output is its one-line error (a launcher sends it to stderr)."""
+    return _ERROR_LINE.match(line) is not None
+
+
 def quiet_library_logs() -> None:
     """MLflow's log level, WARNING unless MLFLOW_LOGGING_LEVEL says otherwise.
 
@@ -61,12 +74,12 @@ def run_main(main: Callable[[list[str] | None], int | None], component: str, arg
     try:
         code = main(argv)
     except ConfigError as e:
-        print(f"litops {component}: config error: {e}", file=sys.stderr)
+        print(error_line(component, "config error", str(e)), file=sys.stderr)
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     except UserError as e:
-        print(f"litops {component}: error: {e}", file=sys.stderr)
+        print(error_line(component, "error", str(e)), file=sys.stderr)
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
-        print(f"litops {component}: interrupted", file=sys.stderr)
+        print(error_line(component, "interrupted"), file=sys.stderr)
         raise SystemExit(130) from None
     raise SystemExit(code or 0)
