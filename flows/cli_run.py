@@ -196,10 +196,12 @@ def run_flow(overrides: list[str]) -> dict[str, Any]:
     cfg = load_config(overrides)  # fail fast, before Prefect starts
     with model_lock(Path(cfg.home), cfg.registry.model_name):
         prepare_env(cfg.home)
-        from litops.flows.launcher import quiet_component_failures
+        from litops.flows.launcher import prestart_warm_server, quiet_component_failures
         from litops.flows.retrain import retrain
 
         quiet_component_failures()
+        if cfg.launcher.kind == "local":
+            prestart_warm_server()
         return retrain(overrides=overrides)
 
 

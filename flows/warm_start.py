@@ -6,10 +6,12 @@ few seconds of importing the heavy libraries are paid once per flow process inst
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import runpy
 import select
+import signal
 import sys
 import types
 from typing import Iterator
@@ -71,11 +73,34 @@ class WarmProcess:
 _context = None
 
 
-def start(component: str, args: list[str], env: dict[str, str]) -> WarmProcess:
+def prestart() -> None:
+    """Start the server's imports now, in the background: steps that run before the first warm one
+    (versioning data, looking up the registry) overlap them instead of waiting for them."""
     global _context
-    if _context is None:
-        _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(PRELOAD)  # imports that fail (a bare GPU box) are skipped
+    if _context is not None:
+        return
+    _context = multiprocessing.get_context("forkserver")
+    _context.set_forkserver_preload(PRELOAD)  # imports that fail (a bare GPU box) are skipped
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()  # spawns the server; its imports run while this process goes on
+    atexit.register(_stop_server)
+
+
+def _stop_server() -> None:
+    """An up-to-date run can end while the server is still importing; it would finish them first."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def start(component: str, args: list[str], env: dict[str, str]) -> WarmProcess:
+    prestart()
     read_end, write_end = _context.Pipe(duplex=False)
     process = _context.Process(target=_run_component, args=(component, list(args), dict(env), write_end),
                                name=f"litops-{component}")

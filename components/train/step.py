@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from litops.core.losses import contrastive_loss
+from litops.core.losses import caption_groups, contrastive_loss
 from litops.core.stream import StreamBatch
 from litops.train import gradcache
 from litops.train.augment import augment
@@ -17,10 +18,17 @@ class Stepper:
         self.cfg, self.model, self.forward = cfg, model, forward
         self.optimizer, self.scheduler, self.ddp, self.device, self.bf16 = optimizer, scheduler, ddp, device, bf16
 
-    def loss_fn(self, img, txt, scale, bias):
+    def loss_fn(self, img, txt, scale, bias, groups=None):
+        lc = self.cfg.loss
         if self.ddp.active:  # the exact global loss over every rank's embeddings
-            return self.ddp.loss(self.cfg.loss.name, img, txt, scale, bias)
-        return contrastive_loss(self.cfg.loss.name, img, txt, scale, bias, impl=self.cfg.loss.impl)
+            return self.ddp.loss(lc.name, img, txt, scale, bias, groups=groups, duplicates=lc.duplicates)
+        return contrastive_loss(lc.name, img, txt, scale, bias, impl=lc.impl, groups=groups, duplicates=lc.duplicates)
+
+    def caption_groups(self, batch: StreamBatch) -> torch.Tensor | None:
+        """Rows with word-for-word equal captions share a group id (equal on every rank)."""
+        if self.cfg.loss.duplicates == "negative":
+            return None
+        return caption_groups(batch.captions).to(self.device)
 
     def inputs(self, batch: StreamBatch):
         tokens = self.model.text_tower.tokenize(batch.captions)
@@ -37,7 +45,8 @@ class Stepper:
         tc = self.cfg.train
         pixels, tokens, features = self.inputs(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = gradcache.train_step(self.forward, self.model, pixels, tokens, features, self.loss_fn,
+        loss_fn = functools.partial(self.loss_fn, groups=self.caption_groups(batch))
+        loss = gradcache.train_step(self.forward, self.model, pixels, tokens, features, loss_fn,
                                     tc.micro_batch_size, self.bf16)
         params = self.model.parameters()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip > 0 else None

@@ -11,7 +11,9 @@ embedded small text tower from scratch, sigmoid loss, batch 128, the embedded de
 everything else, no tuning):
 - `Lu`: image tower locked (ImageNet weights; trains on cached features), text from scratch (LiT);
 - `Uu`: image tower pretrained and unlocked; `uu`: image tower from scratch;
-- `Lu-softmax`: `Lu` with the softmax (CLIP) loss instead of sigmoid (SigLIP), batch 128.
+- `Lu-softmax`: `Lu` with the softmax (CLIP) loss instead of sigmoid (SigLIP), batch 128;
+- `Lu-sigmoid-dupaware`: `Lu` whose sigmoid loss counts pairs with word-for-word equal captions as
+  positives (`loss.duplicates=positive`); `Lu-sigmoid-dupignore` leaves them out of the loss.
 
 Metrics come from `litops.evaluate.evaluate_model` (the flow's evaluator): zero-shot top-1 on
 single-object images of the val split (seen colour x shape combinations) and of the test split
@@ -42,6 +44,8 @@ CONFIGS = {
     "Uu": {"lock": "Uu", "loss": "sigmoid"},
     "uu": {"lock": "uu", "loss": "sigmoid"},
     "Lu-softmax": {"lock": "Lu", "loss": "softmax"},
+    "Lu-sigmoid-dupaware": {"lock": "Lu", "loss": "sigmoid", "duplicates": "positive"},
+    "Lu-sigmoid-dupignore": {"lock": "Lu", "loss": "sigmoid", "duplicates": "ignore"},
 }
 
 
@@ -54,6 +58,7 @@ def build_config(name: str, steps: int, home: str, batch_size: int = 128, input_
     cfg.model.image_input_size = input_size
     cfg.model.lock = spec["lock"]
     cfg.loss.name = spec["loss"]
+    cfg.loss.duplicates = spec.get("duplicates", "negative")
     cfg.train.steps = steps
     cfg.train.batch_size = batch_size
     cfg.train.warmup_steps = max(1, steps * cfg.train.warmup_steps // 300)  # the default's 40/300 share

@@ -16,7 +16,7 @@ def test_defaults_are_the_embedded_profile(monkeypatch, tmp_path):
     monkeypatch.setenv("LITOPS_HOME", str(tmp_path / "home"))
     cfg = load_config()
     assert cfg.home == str(tmp_path / "home")
-    assert (cfg.loss.name, cfg.launcher.kind, cfg.model.name, cfg.mlflow.tracking_uri) == ("sigmoid", "local", "small", "")
+    assert (cfg.loss.name, cfg.launcher.kind, cfg.model.name, cfg.mlflow.tracking_uri) == ("sigmoid", "local", "lit", "")
 
 
 def test_overrides_and_groups():
