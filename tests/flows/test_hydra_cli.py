@@ -47,7 +47,7 @@ def test_cfg_hydra_shows_that_hydra_writes_nothing_into_the_current_folder(tmp_p
 def test_info_prints_hydra_information(tmp_path):
     out = litops(["--info", "defaults"], tmp_path / "home", tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "Defaults List" in out.stdout and "loss/sigmoid" in out.stdout and "model/small" in out.stdout
+    assert "Defaults List" in out.stdout and "loss/sigmoid" in out.stdout and "model/lit" in out.stdout
 
 
 def test_help_describes_the_flags_examples_and_config_groups(tmp_path):

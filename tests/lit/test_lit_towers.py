@@ -145,3 +145,25 @@ def test_cpu_image_embedding_in_chunks_equals_one_batch(monkeypatch):
     calls.clear()
     assert torch.allclose(encode(lu.image_tower, images, torch.device("cpu"), batch_size=4), features, atol=1e-5)
     assert calls == [4, 4]
+
+
+def test_pooled_stages_append_earlier_blocks_to_the_head_features():
+    from litops.train.feature_cache import preprocessing_spec
+
+    plain = TimmImageTower("efficientnet_lite0", pretrained=True, input_size=64).eval()
+    pooled = TimmImageTower("efficientnet_lite0", pretrained=True, input_size=64, pooled_stages=(3,)).eval()
+    assert plain.output_dim == 1280 and pooled.output_dim == 1280 + 80
+    pixels = plain.preprocess(_chelsea_uint8()[..., :300, :300])
+    with torch.no_grad():
+        head, both = plain(pixels), pooled(pixels)
+        block3 = pooled.trunk.blocks[:4](pooled.trunk.bn1(pooled.trunk.conv_stem(pixels))).mean((2, 3))
+    assert both.shape == (1, 1360)
+    torch.testing.assert_close(both[:, :1280], head)  # the head's features are untouched
+    torch.testing.assert_close(both[:, 1280:], block3)
+    assert "pooled_stages" not in preprocessing_spec(plain)  # caches written before the option stay valid
+    assert preprocessing_spec(pooled)["pooled_stages"] == [3]  # other features: another cache key
+    with pytest.raises(ValueError, match=r"\[7\] out of range: efficientnet_lite0 has blocks 0..6"):
+        TimmImageTower("efficientnet_lite0", pretrained=False, pooled_stages=(7,))
+    model = LiTModel(ModelConfig(image_tower="efficientnet_lite0", lock="Lu", image_input_size=64,
+                                 image_pooled_stages=[3]), 64)
+    assert model.image_proj.in_features == 1360

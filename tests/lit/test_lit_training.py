@@ -148,4 +148,5 @@ def test_lit_effnet_minilm_config():
     assert cfg.loss.name == "sigmoid" and cfg.train.feature_cache is True
     assert cfg.model.image_input_size == 0  # the tower's own 224 px (64 px starves the locked ImageNet features)
     assert load_config(["model=lit_effnet_minilm", "train.steps=7"]).train.steps == 7  # CLI overrides still win
-    assert load_config([]).model.lock == "uu"  # the embedded default: both towers from scratch
+    assert load_config([]).model.lock == "Lu"  # the embedded default: LiT (configs/model/lit.yaml)
+    assert load_config(["model=small"]).model.lock == "uu"  # the old default: both towers from scratch
