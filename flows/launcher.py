@@ -126,8 +126,8 @@ def prestart_warm_server() -> None:
         warm_start.prestart()
 
 
-# Steps that import neither torch nor much of MLflow: exec'd at once (1-3 s) rather than waiting for
-# the warm server's ~10 s of imports, which an up-to-date run would otherwise pay for nothing.
+# Steps that import neither torch nor much of MLflow: while the warm server is still importing
+# (~10 s), they are exec'd at once (1-3 s) rather than wait for it; an up-to-date run needs no more.
 LIGHT_STEPS = {("data", "version"), ("register", "lookup")}
 
 
@@ -176,7 +176,8 @@ class LocalProcessLauncher:
             from litops.flows import warm_start
 
             warm_start.prestart()
-            if (spec.component, spec.args[0] if spec.args else "") not in LIGHT_STEPS:
+            light = (spec.component, spec.args[0] if spec.args else "") in LIGHT_STEPS
+            if not light or warm_start.ready():
                 proc = warm_start.start(spec.component, spec.args, env)
                 return proc, proc.chunks()
         proc = subprocess.Popen(self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,

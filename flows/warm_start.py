@@ -11,7 +11,9 @@ import multiprocessing
 import os
 import runpy
 import select
+import shutil
 import signal
+import tempfile
 import sys
 import types
 from typing import Iterator
@@ -19,7 +21,9 @@ from typing import Iterator
 PRELOAD = ["torch", "numpy", "PIL.Image", "webdataset", "matplotlib", "mlflow", "mlflow.pyfunc",
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
            "litops.core.model", "litops.core.losses", "litops.core.shards", "litops.core.config",
-           "litops.core.stream", "torchvision.io"]
+           "litops.core.stream", "torchvision.io",
+           "litops.flows.warm_ready"]  # last: it marks the others done
+READY_ENV = "LITOPS_WARM_READY_FILE"
 
 
 def _run_component(component: str, args: list[str], env: dict[str, str], out) -> None:
@@ -71,26 +75,39 @@ class WarmProcess:
 
 
 _context = None
+_ready_file: str | None = None
 
 
 def prestart() -> None:
     """Start the server's imports now, in the background: steps that run before the first warm one
     (versioning data, looking up the registry) overlap them instead of waiting for them."""
-    global _context
+    global _context, _ready_file
     if _context is not None:
         return
     _context = multiprocessing.get_context("forkserver")
     _context.set_forkserver_preload(PRELOAD)  # imports that fail (a bare GPU box) are skipped
     from multiprocessing import forkserver
 
-    forkserver.ensure_running()  # spawns the server; its imports run while this process goes on
-    atexit.register(_stop_server)
+    ready_dir = tempfile.mkdtemp(prefix="litops-warm-")
+    _ready_file = os.path.join(ready_dir, "ready")
+    os.environ[READY_ENV] = _ready_file
+    try:
+        forkserver.ensure_running()  # spawns the server; its imports run while this process goes on
+    finally:
+        os.environ.pop(READY_ENV, None)  # the server has its copy; the steps need none
+    atexit.register(_stop_server, ready_dir)
 
 
-def _stop_server() -> None:
+def ready() -> bool:
+    """The server has finished its imports: forking from it now costs no wait."""
+    return _ready_file is not None and os.path.exists(_ready_file)
+
+
+def _stop_server(ready_dir: str) -> None:
     """An up-to-date run can end while the server is still importing; it would finish them first."""
     from multiprocessing import forkserver
 
+    shutil.rmtree(ready_dir, ignore_errors=True)
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
     if pid:
         try:

@@ -14,8 +14,9 @@ import yaml
 
 from litops.core.component_cli import EXIT_CONFIG_ERROR
 
-# A sweep point trains 20 steps on a tiny dataset (the e2e test's tiny model) in a few seconds.
-TINY_SWEEP = ["data.n_train=400", "data.n_val=80", "data.n_test=80", "data.image_size=32", "data.shard_size=400",
+# A sweep point trains 20 steps on a tiny dataset in a few seconds. The sweep machinery does not
+# depend on the model, so the points train the small from-scratch model: no pretrained tower to load.
+TINY_SWEEP = ["model=small", "data.n_train=400", "data.n_val=80", "data.n_test=80", "data.image_size=32", "data.shard_size=400",
               "train.batch_size=64", "train.checkpoint_every=10", "train.warmup_steps=4", "model.image_width=16",
               "model.text_width=64", "model.text_heads=2", "model.embed_dim=64", "registry.absolute_floor=0.0"]
 

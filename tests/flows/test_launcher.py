@@ -86,3 +86,35 @@ def test_warm_start_child_is_killed_with_its_session(tmp_path):
     slow = warm_start.start("data", ["synth", "--config", str(tmp_path / "nope.json")], {**__import__("os").environ})
     launcher._stop(slow)
     assert slow.poll() is not None
+
+
+def test_light_steps_do_not_wait_for_the_warm_server(tmp_path, monkeypatch):
+    """While the server imports, a light step is exec'd (its own interpreter); once the server says
+    it is ready, the same step is forked from it. Either way the result is the same."""
+    from litops.flows import launcher as launcher_module
+    from litops.flows import warm_start
+
+    launcher = LocalProcessLauncher()
+    spec = JobSpec("lookup", "register", ["lookup", "--data-version", "d", "--config-hash", "h",
+                                          "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    started = []
+    real_popen = launcher_module.subprocess.Popen
+    monkeypatch.setattr(launcher_module.subprocess, "Popen", lambda *a, **k: started.append("exec") or real_popen(*a, **k))
+    real_start = warm_start.start
+    monkeypatch.setattr(warm_start, "start", lambda *a, **k: started.append("fork") or real_start(*a, **k))
+
+    monkeypatch.setattr(warm_start, "ready", lambda: False)
+    assert launcher.run(spec, log=lambda _: None).result["version"] is None
+    monkeypatch.setattr(warm_start, "ready", lambda: True)
+    assert launcher.run(spec, log=lambda _: None).result["version"] is None
+    assert started == ["exec", "fork"]
+
+
+def test_the_warm_server_says_when_its_imports_are_done():
+    from litops.flows import warm_start
+
+    warm_start.prestart()
+    deadline = time.monotonic() + 120
+    while not warm_start.ready() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert warm_start.ready(), "the warm server never finished its imports"
