@@ -1,15 +1,13 @@
 """Duplicate-aware ring losses over 2 and 3 gloo processes on CPU against the single-process
 reference (value and gradients), with duplicate groups that span ranks."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from litops.core.losses.reference import sigmoid_loss_reference, softmax_loss_reference
+from tests.core.losses_dist_launch import run_ring_workers
 
 WORKER = Path(__file__).with_name("losses_groups_dist_worker.py")
 
@@ -74,31 +72,10 @@ def _close(got, want, what, magnitude=None):
     assert err <= tol, f"{what}: max error {err:.3g} > {tol:.3g}"
 
 
-def _run_workers(world: int, tmp_path: Path, cases: list[dict]) -> list[list[dict]]:
-    torch.save(cases, tmp_path / "cases.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("TRITON_INTERPRET", None)
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), str(tmp_path / "init"),
-                               str(tmp_path / "cases.pt"), str(tmp_path)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(world)]
-    outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=120)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("distributed workers hung")
-    for r, (p, out) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, f"rank {r} failed:\n{out}"
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
-
-
 @pytest.mark.parametrize("world", [2, 3])
 def test_ring_with_groups_matches_reference(world, tmp_path):
     cases = _cases(world)
-    results = _run_workers(world, tmp_path, cases)
+    results = run_ring_workers(WORKER, world, tmp_path, cases)
     for k, case in enumerate(cases):
         ref = _reference(case)
         n = case["img"].shape[0] // world
