@@ -35,7 +35,12 @@ class DataConfig:
     max_bad_fraction: float = 0.05
     val_fraction: float = 0.05  # share of ingested user samples routed to val/
     workers: int = -1  # processes reading shards; -1 auto (`data add`: min(2, CPUs); training and eval: min(4, CPUs/2)); 0: in-process
-    shuffle_buffer: int = 10_000  # samples shuffled together (litops.core.sample_order); >= the split: whole epochs
+    shuffle_buffer: int = 10_000  # samples shuffled together inside each partition (litops.core.sample_order)
+    # Canonical partitions of the train split: the global batches are the same for every world size that
+    # divides the partitions a split gets (litops.core.sample_order.effective_partitions). 2^10*3^2*5.
+    partitions: int = 46_080
+    cache_dir: str = ""  # node-local cache of S3 shards, shared by a node's ranks and readers; empty: <home>/shard-cache
+    cache_limit: str = "100GiB"  # the cache's bound (LRU eviction); 0: unbounded
 
 
 @dataclass
@@ -293,6 +298,9 @@ def validate(cfg: LitopsConfig) -> LitopsConfig:
         raise ConfigError(f"config key 'data.workers' must be >= -1 (-1: auto, 0: in-process), got {cfg.data.workers}")
     if cfg.data.shuffle_buffer < 1:
         raise ConfigError("config key 'data.shuffle_buffer' must be >= 1")
+    if cfg.data.partitions < 1:
+        raise ConfigError("config key 'data.partitions' must be >= 1")
+    parse_bytes(cfg.data.cache_limit, "data.cache_limit")
     for key in ("model.unlocked_groups", "model.text_unlocked_groups", "model.image_input_size",
                 "train.micro_batch_size"):
         section, name = key.split(".")
@@ -353,7 +361,20 @@ def load_json(path: str) -> LitopsConfig:
 
 # Keys inside those sections that change how fast, not what, is trained: a different worker
 # count must not make a new training run (and leaves the hashes of existing versions as they were).
-NOT_HASHED = {"data": ("workers",)}
+NOT_HASHED = {"data": ("workers", "cache_dir", "cache_limit")}
+
+BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str, key: str = "") -> int:
+    """'100GiB', '500MB', '0' -> bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in BYTE_UNITS:
+        raise ConfigError(f"config key '{key}' must be a size such as 100GiB or 500MB, got {text!r}")
+    return int(float(m.group(1)) * BYTE_UNITS[m.group(2).lower()])
 
 
 AUTO_WORKERS_MAX = 2  # data.workers=-1 for `data add`: enough for a laptop, few enough to bound memory

@@ -160,3 +160,4 @@ def read_member(f: BinaryIO, span: tuple[int, int]) -> bytes:
     offset, size = span
     f.seek(offset)
     return f.read(size)
+

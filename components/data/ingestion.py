@@ -43,6 +43,7 @@ from litops.core.config import LitopsConfig
 from litops.core.workspace import Workspace, resolve_home
 
 from . import shards
+from .indexing import refresh_manifest
 from .ingest_output import GoodWriter, write_quarantine
 from .metadata import read_dataset_json, write_dataset_json
 from .sources import Unit, plan_units, source_name, source_path
@@ -266,6 +267,7 @@ def _ingest_units(units: list[Unit], spec: str, src: str, cfg: LitopsConfig, dat
         raise _reject(spec, cfg, report, qdir)
     meta = meta if meta is not None else _new_dataset_meta(cfg.data.name)
     report["added"] = writer.finish(dataset_dir, prefix=f"{INGEST_PREFIX}-{ingest_id}")
+    refresh_manifest(dataset_dir)  # new shards have new names; the others keep their entries
     _update_meta(meta, report["added"], ingest_id, src, merged.attributes)
     write_dataset_json(dataset_dir, meta)
     _write_report(qdir, report)

@@ -28,9 +28,11 @@ from PIL import Image, ImageDraw
 
 from litops.core import progress
 from litops.core.config import DataConfig, LitopsConfig
+from litops.core.manifest import INDEX_SUFFIX
 from litops.core.workspace import Workspace, resolve_home
 
 from . import shards
+from .indexing import refresh_manifest
 from .metadata import DATASET_JSON, read_dataset_json, write_dataset_json
 
 GENERATOR = "litops-synth-v1"  # bump when the output of the same params changes
@@ -412,6 +414,7 @@ def synthesize(
     t0 = time.perf_counter()
     old = read_dataset_json(dataset_dir) or {}
     if not force and is_current(dataset_dir, data):
+        refresh_manifest(dataset_dir)  # writes one only when missing or stale (a dataset made before manifests)
         return _result(dataset_dir, data.name, old, False, time.perf_counter() - t0)
 
     staging = dataset_dir.parent / f".{data.name}.synth-partial"
@@ -447,16 +450,21 @@ def synthesize(
     # Swap in: replace only synthetic shards, keep shards ingested with `data add`. The old
     # dataset.json goes first, so an interrupted swap is never taken for a current dataset.
     (dataset_dir / DATASET_JSON).unlink(missing_ok=True)
+    written = set()
     for split in shards.SPLITS:
         d = dataset_dir / split
         d.mkdir(parents=True, exist_ok=True)
-        for p in d.glob(f"{shards.SYNTH_PREFIX}-*.tar"):
+        for p in [*d.glob(f"{shards.SYNTH_PREFIX}-*.tar"), *d.glob(f"{shards.SYNTH_PREFIX}-*.tar{INDEX_SUFFIX}")]:
             p.unlink()
         src = staging / split
         if src.is_dir():
             for p in sorted(src.glob("*.tar")):
                 p.replace(d / p.name)
+                written.add(f"{split}/{p.name}")
     shutil.rmtree(staging, ignore_errors=True)
+    # Before dataset.json: a dataset that looks complete always has a manifest of its shards. The new
+    # shards are indexed whatever their size (tars pad to 10 KiB, so a new shard may match an old one's).
+    refresh_manifest(dataset_dir, rewritten=frozenset(written))
 
     ingested = old.get("ingested", [])  # shards added with `data add` stay
     splits = dict(counts)

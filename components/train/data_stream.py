@@ -1,8 +1,10 @@
 """The training data stream: a rank's batches of pixels, or of a locked tower's cached features.
 
 The order is the run's `SampleOrder` over the train split (seed = train.seed, window =
-data.shuffle_buffer); the checkpoint stores the cursor (epoch, position of the next sample),
-and a resumed run starts there, whatever the number of ranks or reader processes.
+data.shuffle_buffer, partitions = data.partitions); the checkpoint stores the cursor (epoch,
+position of the next sample), and a resumed run starts there, whatever the number of reader
+processes and any number of ranks that divides the split's partitions. Shards on S3 are read
+through the node-local cache (data.cache_dir, bounded by data.cache_limit).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from litops.core.config import LitopsConfig, resolve_workers
+from litops.core.config import LitopsConfig, parse_bytes, resolve_workers
 from litops.core.sample_order import SampleOrder
-from litops.core.shard_index import StorageOptions, is_s3
-from litops.core.stream import SampleSource, SplitStream, StepStream, StreamBatch, load, max_open_shards
+from litops.core.shard_index import StorageOptions
+from litops.core.stream import CacheSpec, SplitStream, StepStream, StreamBatch, load, max_open_shards
+from litops.core.workspace import resolve_home
 from litops.train import feature_cache
 from litops.train.feature_cache import shard_memo_path
 
@@ -37,27 +40,36 @@ class TrainStream:
         return self.cache.feature_files is not None
 
     def cursor(self, step: int) -> dict[str, int]:
-        return self.order.cursor(step * self.global_batch)
+        return self.order.cursor(step)
 
     def batches(self, start: int, stop: int, rank: int = 0, world: int = 1) -> Iterator[StreamBatch]:
-        source = SampleSource(self.split.urls, None if self.uses_features else self.image_size,
-                              self.cache.feature_files, self.split.storage,
-                              max_open=max_open_shards(self.split.urls, self.split.counts, self.order.window))
-        stream = StepStream(source, self.order, self.global_batch, start, stop, rank, world)
+        parts_per_reader = -(-self.order.parts // (world * max(1, self.workers)))
+        source = self.split.source(None if self.uses_features else self.image_size, self.cache.feature_files,
+                                   max_open=max_open_shards(self.split.counts, self.order.window, parts_per_reader))
+        stream = StepStream(source, self.order, start, stop, rank, world)
         return record_keys(load(stream, self.workers), rank)
 
 
 def storage_for(cfg: LitopsConfig, dataset: str) -> StorageOptions | None:
-    return StorageOptions.from_config(cfg) if is_s3(dataset) else None
+    """The config's endpoint and region, also for a local dataset folder: its manifest may name
+    shards that stay in a bucket (`data add --in-place`)."""
+    return StorageOptions.from_config(cfg)
+
+
+def shard_cache_spec(cfg: LitopsConfig) -> CacheSpec:
+    folder = cfg.data.cache_dir or str(resolve_home(cfg.home) / "shard-cache")
+    return CacheSpec(folder, parse_bytes(cfg.data.cache_limit, "data.cache_limit"))
 
 
 def open_train_stream(cfg: LitopsConfig, model, dataset: str, device, ddp, data_version: str = "") -> TrainStream:
     """The train split's shards, the locked tower's feature cache when it applies, and the order."""
-    split = SplitStream.open(dataset, "train", storage_for(cfg, dataset), shard_memo_path(cfg))
+    split = SplitStream.open(dataset, "train", storage_for(cfg, dataset), shard_memo_path(cfg), shard_cache_spec(cfg))
+    global_batch = min(cfg.train.batch_size, split.total)
+    order = SampleOrder(split.counts, global_batch, cfg.data.partitions, seed=cfg.train.seed,
+                        window=cfg.data.shuffle_buffer)
+    order.check_world(ddp.world)  # before the feature cache: a bad world size fails in seconds
     cache = feature_cache.prepare(cfg, model, dataset, split, device, data_version, rank=ddp.rank, world=ddp.world,
                                   barrier=ddp.barrier)
-    order = SampleOrder(split.counts, seed=cfg.train.seed, window=cfg.data.shuffle_buffer)
-    global_batch = min(cfg.train.batch_size, split.total)
     return TrainStream(split, order, cache, model.image_input_size, global_batch, resolve_workers(cfg.data.workers, beside_compute=True))
 
 

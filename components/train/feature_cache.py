@@ -196,7 +196,8 @@ def not_applied(cfg: LitopsConfig, model, rank: int, log: Callable[[str], None])
 
 def feature_paths(cache_dir: Path, split: SplitStream, tower_fp: str, prep: dict[str, Any], threads: int,
                   memo_path: Path | None = None) -> list[Path]:
-    digests = shard_digests(split.urls, split.storage, threads, memo_path)
+    known = [r.sha256 for r in split.shards]
+    digests = known if all(known) else shard_digests(split.urls, split.storage, threads, memo_path)
     return [cache_dir / f"{shard_key(d, tower_fp, prep)}.pt" for d in digests]
 
 
@@ -250,7 +251,7 @@ def prepare(cfg: LitopsConfig, model, dataset_dir: str | Path, split: SplitStrea
 def encode_missing(tower, split: SplitStream, shards: list[int], paths: list[Path], device: torch.device,
                    workers: int, provenance: dict[str, Any], silent: bool = False) -> None:
     """Encode `shards` (indices into split.urls) and write their files `paths[j]`."""
-    images = ShardImages(split.urls, shards, int(tower.input_size), image_chunk(ENCODE_BATCH, device), split.storage)
+    images = ShardImages(split, shards, int(tower.input_size), image_chunk(ENCODE_BATCH, device))
 
     def store(j: int, keys: list[str], features: torch.Tensor) -> None:
         store_shard(paths[j], keys, features, {**provenance, "shard": Path(split.urls[j]).name})

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from litops.core.progress import Progress
-from litops.core.shard_index import StorageOptions, index_members, open_shard, read_member
+from litops.core.shard_index import index_members, read_member
 from litops.core.shards import decode_image
-from litops.core.stream import reader_loader
+from litops.core.stream import SplitStream, reader_loader
 
 PREFETCH_CHUNKS = 2  # per worker
 
@@ -34,11 +34,10 @@ class ShardChunk:
 class ShardImages(IterableDataset):
     """The decoded images of the shards `shards` (indices into `urls`), in chunks of `chunk`."""
 
-    def __init__(self, urls: list[str], shards: list[int], image_size: int, chunk: int,
-                 storage: StorageOptions | None = None):
+    def __init__(self, split: SplitStream, shards: list[int], image_size: int, chunk: int):
         super().__init__()
-        self.urls, self.shards, self.image_size = list(urls), list(shards), image_size
-        self.chunk, self.storage = max(1, chunk), storage
+        self.source, self.shards, self.image_size = split.source(None), list(shards), image_size
+        self.chunk = max(1, chunk)
 
     def __iter__(self) -> Iterator[ShardChunk]:
         info = get_worker_info()
@@ -47,7 +46,8 @@ class ShardImages(IterableDataset):
             yield from self.shard_chunks(j)
 
     def shard_chunks(self, j: int) -> Iterator[ShardChunk]:
-        with open_shard(self.urls[j], self.storage) as f:
+        ref = self.source.shards[j]  # an S3 shard comes through the node-local cache, never whole into memory
+        with open(self.source.local_path(ref.url, ref.size, ref.etag, ref.version_id), "rb") as f:
             samples = index_members(f)
             if not samples:
                 yield ShardChunk(j, [], torch.empty(0, 3, self.image_size, self.image_size, dtype=torch.uint8), True)

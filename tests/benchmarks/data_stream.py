@@ -175,12 +175,13 @@ def _child_loader(kind: str, dataset: str, opts: str) -> None:
     t_open = time.perf_counter()
     if kind == "litops":
         from litops.core.sample_order import SampleOrder
-        from litops.core.stream import SampleSource, SplitStream, StepStream, load, max_open_shards
+        from litops.core.stream import SplitStream, StepStream, load, max_open_shards
 
-        split = SplitStream.open(dataset, "train")  # counts every shard's samples (tar headers only)
-        order = SampleOrder(split.counts, seed=0, window=o["shuffle_buffer"])
-        source = SampleSource(split.urls, size, max_open=max_open_shards(split.urls, split.counts, order.window))
-        it = load(StepStream(source, order, batch, 0, steps), workers)
+        split = SplitStream.open(dataset, "train")  # the manifest, else counts every shard's samples
+        order = SampleOrder(split.counts, batch, seed=0, window=o["shuffle_buffer"])
+        per_reader = -(-order.parts // max(1, workers))
+        source = split.source(size, max_open=max_open_shards(split.counts, order.window, per_reader))
+        it = load(StepStream(source, order, 0, steps), workers)
     else:
         import webdataset as wds
         from torch.utils.data import DataLoader
@@ -384,6 +385,10 @@ def main() -> None:
     data = Path(args.data)
     t0 = time.perf_counter()
     full, small = generate(data, args.samples, args.small, args.shard_size, args.size, args.reuse, args.jobs)
+    from litops.data.indexing import refresh_manifest
+
+    for dataset in (small, full):  # the shard manifest and offset indexes training reads (as `litops data index`)
+        refresh_manifest(dataset)
     n_small, n_full = _sample_count(small), _sample_count(full)
     input_mb = sum(f.stat().st_size for f in (full / "train").glob("*.tar")) / 2**20
     print(json.dumps({"measure": "data", "generated_or_reused_seconds": round(time.perf_counter() - t0, 1),

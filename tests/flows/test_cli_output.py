@@ -16,7 +16,7 @@ from litops.flows.cli import build_parser
 from litops.flows.launcher import OutputRelay
 from litops.flows.progress import ProgressRenderer
 
-CONFIG_READERS = {"data synth", "data add", "data checkout", "models", "promote", "rollback", "server", "deploy",
+CONFIG_READERS = {"data synth", "data add", "data index", "data checkout", "models", "promote", "rollback", "server", "deploy",
                   "k8s render-job"}
 GROUPS = {"data", "k8s", "infra"}  # only name their subcommands
 

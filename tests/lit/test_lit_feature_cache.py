@@ -122,7 +122,7 @@ def test_features_are_the_towers_outputs_and_stream_by_key(dataset, tower_weight
         assert torch.allclose(blob["features"], outputs, atol=1e-5)
         expected.update(zip(keys, outputs))
 
-    source = SampleSource(split.urls, image_size=None, feature_files=cache.feature_files)
+    source = split.source(None, cache.feature_files)
     batch = source.batch(0, [(3, 2), (7, 5), (0, 0), (9, 7)])
     assert batch.keys == ["s03-02", "s07-05", "s00-00", "s09-07"] and batch.images is None
     assert torch.allclose(batch.features, torch.stack([expected[k] for k in batch.keys]), atol=1e-5)
