@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 EPILOG = """examples:
   litops run                          retrain on the embedded default
@@ -17,6 +18,7 @@ EPILOG = """examples:
   litops run -m loss=sigmoid,softmax  one run per sweep point, then a table (`litops run --help`)
   litops data synth                   generate + version the embedded benchmark
   litops data add ./my-shards         ingest user shards (bad samples are quarantined)
+  litops data index s3://bucket/laion write the shard manifest + offset indexes of shards in place
   litops data checkout --version lit-embedded@champion
                                       restore the data the champion was trained on
   litops models                       versions, aliases, metrics, data versions
@@ -69,9 +71,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", help="`litops COMMAND --help` tells more")
     sub.add_parser("run", help=RUN_HELP, add_help=False)  # listed only: main() hands `run` to Hydra
     commands = Commands(sub)
-    _add_data(commands.nested(commands.add("data", "data commands: synth, add, checkout",
-                                           "Generate, ingest and restore versioned datasets (DVC under <home>/data).",
-                                           ["synth", "add ./my-shards", "checkout --version lit-embedded@champion"]),
+    _add_data(commands.nested(commands.add("data", "data commands: synth, add, index, checkout",
+                                           "Generate, ingest, index and restore versioned datasets (DVC under <home>/data).",
+                                           ["synth", "add ./my-shards", "index s3://bucket/laion",
+                                            "checkout --version lit-embedded@champion"]),
                               "data_command"))
     _add_registry(commands)
     _add_service(commands)
@@ -96,7 +99,24 @@ def _add_data(commands: Commands) -> None:
                        ["./my-shards", "'./shards/part-{000..015}.tar' data.workers=4",
                         "s3://bucket/shards/ data.max_bad_fraction=0.05"])
     add.add_argument("path", metavar="SOURCE", help="a .tar shard, a folder, a brace list of shards or an s3:// URL")
+    add.add_argument("--in-place", action="store_true", help="s3:// only: check and index the shards where they are "
+                     "(bad samples excluded, nothing rewritten) and version only their manifest")
     add_overrides(add, "data.workers=4 data.max_bad_fraction=0.05")
+    index = commands.add("index", "write the shard manifest and offset indexes of shards in place",
+                         "Read every shard of a folder or an s3:// prefix once and write <SOURCE>/manifest.json\n"
+                         "(per split: shards, complete samples, bytes, sha256, the ETag on S3) and one\n"
+                         "<shard>.tar.idx of sample offsets beside each shard: a reader then needs neither a\n"
+                         "listing nor a tar header. Layout:\n"
+                         "<SOURCE>/<split>/*.tar, or a flat img2dataset folder (00000.tar, ...) that becomes one\n"
+                         "split. Where img2dataset's <shard>_stats.json exists, its `successes` must equal the\n"
+                         "tar's complete samples (image + .txt). The endpoint and region come from storage.*,\n"
+                         "credentials from the environment.",
+                         ["./laion-out", "./laion-out --split val",
+                          "s3://bucket/laion storage.endpoint_url=http://minio:9000"])
+    index.add_argument("source", metavar="SOURCE", help="a folder or s3://bucket/prefix holding the shards")
+    index.add_argument("--split", default=None, metavar="NAME",
+                       help="the split a flat folder's shards form (default: train)")
+    add_overrides(index, "storage.endpoint_url=http://minio:9000 storage.region=eu-west-1")
     checkout = commands.add("checkout", "restore a data version, or a model's training data",
                             "Restore a data version, or the data a model version was trained on, into\n"
                             "<home>/data-checkouts/<md5>/ (the data repo's branch does not move).",
@@ -104,6 +124,13 @@ def _add_data(commands: Commands) -> None:
                              "--version 0123456789abcdef0123456789abcdef.dir"])
     checkout.add_argument("--version", required=True, metavar="REF", help="<md5>.dir | MODEL@ALIAS | MODEL/N")
     add_overrides(checkout, "home=/srv/litops")
+    # Listed only: main() hands `data plan` to litops.data.plan_cli (no config, no launcher), whose
+    # `litops data plan --help` describes the arguments.
+    commands.add("plan", "capacity plan: S3 egress, GET/s, cache disk, first batch per cluster shape",
+                 "Plan what streaming a sharded dataset from S3 asks of S3 and of each node, per cluster shape\n"
+                 "(`litops data plan --help` lists the arguments).",
+                 ["--samples 1e9 --shards 100000 --shard-mb 500 --nodes 4 32 128 --gpus-per-node 8 --readers 4 "
+                  "--batch 32768 --step-seconds 0.5"])
 
 
 def _add_registry(commands: Commands) -> None:
@@ -161,6 +188,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """Parse a non-`run` command line; an unknown argument is reported with its subcommand's usage."""
     top, parsers = build_parser()
     args, unknown = top.parse_known_args(argv)
+    if unknown and hasattr(args, "overrides") and not any(a.startswith("-") for a in unknown):
+        # argparse matches every positional at the first one: `data index SRC --split val KEY=VALUE`
+        # leaves the overrides after the option unclaimed; they are overrides all the same.
+        args.overrides, unknown = [*args.overrides, *unknown], []
     if unknown:
         words = [args.command, getattr(args, f"{args.command}_command", None)]
         parser = parsers.get(" ".join(w for w in words if w), parsers.get(args.command, top))
@@ -177,7 +208,10 @@ def dispatch(args: argparse.Namespace) -> int:
     if command == "data checkout":
         return do.component("data", ["checkout", "--version", args.version], args.overrides)
     if command == "data add":
-        return do.data_add(args.path, args.overrides)
+        return do.data_add(args.path, args.overrides, in_place=args.in_place)
+    if command == "data index":
+        source = args.source if "://" in args.source else str(Path(args.source).expanduser().resolve())
+        return do.component("data", ["index", source, *(["--split", args.split] if args.split else [])], args.overrides)
     if command == "server":
         return do.server(args.action, args.overrides)
     if command == "promote":
@@ -221,6 +255,10 @@ def main(argv: list[str] | None = None) -> None:
             from litops.flows import cli_run
 
             code = cli_run.main(argv[1:])
+        elif argv[:2] == ["data", "plan"]:
+            from litops.data import plan_cli
+
+            code = plan_cli.main(argv[2:])
         else:
             code = dispatch(parse(argv))
     except ConfigError as e:

@@ -77,7 +77,7 @@ def local_source(path: str) -> str | None:
     return None
 
 
-def data_add(path: str, overrides: list[str]) -> int:
+def data_add(path: str, overrides: list[str], in_place: bool = False) -> int:
     """Ingest, then tell the deployment's data trigger when a new data version was committed."""
     from litops.core.component_cli import EXIT_BAD_INPUT
     from litops.flows.config import load_config
@@ -87,7 +87,7 @@ def data_add(path: str, overrides: list[str]) -> int:
     if source is None:
         return EXIT_BAD_INPUT
     cfg = load_config(overrides)
-    code, result = component_result("data", ["add", source], cfg)
+    code, result = component_result("data", ["add", source] + (["--in-place"] if in_place else []), cfg)
     if code != 0 or not result or not result.get("committed"):
         return code
     url = prepare_env(cfg.home)

@@ -64,8 +64,13 @@ def _command(spec: JobSpec, cfg: LitopsConfig, name: str) -> list[str]:
             "--max-restarts=0", "-m", module, *spec.args]
 
 
+SHARD_CACHE_MOUNT = "/var/cache/litops/shards"  # the node-local S3 shard cache of a pod (litops.core.shard_cache)
+SHARD_CACHE_ENV = "LITOPS_SHARD_CACHE_DIR"
+
+
 def _env(spec: JobSpec, cfg: LitopsConfig) -> list[dict[str, Any]]:
     fixed = {"LITOPS_HOME": cfg.home, "PYTHONUNBUFFERED": "1", "HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib",
+             SHARD_CACHE_ENV: SHARD_CACHE_MOUNT,
              "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", **storage_env(cfg), **spec.env}
     env = [{"name": k, "value": str(v)} for k, v in fixed.items()]
     if is_multinode(spec, cfg):
@@ -134,8 +139,10 @@ def render_job(spec: JobSpec, cfg: LitopsConfig, name: str) -> dict[str, Any]:
 
         raise ConfigError(f"config key 'kubernetes.images.{spec.component}' is not set")
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}},
-                                     {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k.shm_size}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}]
+                                     {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k.shm_size}},
+                                     {"name": "shard-cache", "emptyDir": {}}]  # node disk, not the shared home
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"},
+                                    {"name": "shard-cache", "mountPath": SHARD_CACHE_MOUNT}]
     if k.home_pvc:
         volumes.append({"name": "home", "persistentVolumeClaim": {"claimName": k.home_pvc}})
         mounts.append({"name": "home", "mountPath": cfg.home})

@@ -38,13 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from litops.core.component_cli import UserError
 from litops.core.shard_index import S3_SCHEME, StorageOptions, is_s3
 
 RETRIES = {"mode": "standard", "max_attempts": 8}
 
 
-class ShardChangedError(ValueError):
-    """A shard's bytes are not the ones its index describes."""
+class ShardChangedError(UserError, ValueError):
+    """A shard's bytes are not the ones its index describes: retrying cannot help, so a user error."""
 
 
 @dataclass

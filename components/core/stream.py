@@ -373,7 +373,14 @@ def counted_refs(dataset: str, split: str, storage: StorageOptions | None, memo_
         return []
     print(f"litops: no manifest at {dataset.rstrip('/')}: counting the samples of {len(urls)} {split} shard(s) "
           f"(`litops data index {dataset}` writes one)", file=sys.stderr)
-    return [ShardRef(u, samples=n) for u, n in zip(urls, shard_counts(urls, storage, memo_path))]
+    counts = shard_counts(urls, storage, memo_path)
+    if not is_s3(dataset):
+        return [ShardRef(u, samples=n) for u, n in zip(urls, counts)]
+    listed = (storage or StorageOptions()).filesystem().glob(f"{dataset[len('s3://'):].rstrip('/')}/{split}/*.tar",
+                                                             detail=True)  # one LIST: sizes and ETags for the cache
+    info = {"s3://" + k: v for k, v in listed.items()}
+    return [ShardRef(u, int(info[u]["size"]), str(info[u].get("ETag", "")).strip('"'), samples=n)
+            for u, n in zip(urls, counts)]
 
 
 @dataclass

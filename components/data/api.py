@@ -52,6 +52,24 @@ def synth_and_version(cfg: LitopsConfig, ws: Workspace | None = None, force: boo
     return _version(cfg, ws, {"generated": s["generated"], "synth_seconds": s["seconds"]}, t0)
 
 
+def add_in_place_and_version(source: str, cfg: LitopsConfig, ws: Workspace | None = None) -> dict[str, Any]:
+    """`data add s3://bucket/prefix --in-place`: check and index the shards where they are, then version
+    the dataset folder (manifest.json + dataset.json). Raises UserError above data.max_bad_fraction.
+
+    Keys: those of `synth_and_version` (less generated/synth_seconds) plus manifest, digest, total,
+    good, bad, bad_fraction, by_reason, excluded, in_place.
+    """
+    from litops.core.shard_index import StorageOptions
+
+    from .in_place import add_in_place
+
+    t0 = time.perf_counter()
+    ws = workspace_of(cfg, ws)
+    r = add_in_place(source, cfg, ws, StorageOptions.from_config(cfg))
+    r.pop("splits", None)
+    return _version(cfg, ws, r, t0)
+
+
 def add_and_version(path: str, cfg: LitopsConfig, ws: Workspace | None = None) -> dict[str, Any]:
     """`data add PATH`: ingest user samples, then version. Raises UserError if rejected.
 
@@ -65,6 +83,10 @@ def add_and_version(path: str, cfg: LitopsConfig, ws: Workspace | None = None) -
     t0 = time.perf_counter()
     plan_units(path, cfg)  # a bad path fails before the workspace is touched
     ws = workspace_of(cfg, ws)
+    bucket = (read_dataset_json(ws.dataset_dir(cfg.data.name)) or {}).get("in_place")
+    if bucket:  # local shards beside a manifest of a bucket's shards: the manifest would drop one set
+        raise UserError(f"dataset '{cfg.data.name}' stays in {bucket}: add the shards there and run "
+                        f"`litops data add {bucket} --in-place`, or choose another data.name")
     r = ingest(path, cfg, ws)
     r.pop("splits", None)
     return _version(cfg, ws, r, t0)
@@ -88,8 +110,15 @@ def prepare(cfg: LitopsConfig, ws: Workspace | None = None) -> dict[str, Any]:
         from litops.core.config import ConfigError
 
         raise ConfigError(f"data.source must be 'synth' or 'path', got {cfg.data.source!r}")
-    elif read_dataset_json(ws.dataset_dir(cfg.data.name)) is None:
+    elif (meta := read_dataset_json(ws.dataset_dir(cfg.data.name))) is None:
         raise UserError(f"dataset '{cfg.data.name}' does not exist yet: add data with `litops data add PATH`")
+    elif meta.get("in_place"):
+        from litops.core.shard_index import StorageOptions
+
+        from .in_place import verify_in_place
+
+        # the version names the bucket's objects by ETag: one changed since must not be trained on under it
+        verify_in_place(ws.dataset_dir(cfg.data.name), StorageOptions.from_config(cfg))
     return _version(cfg, ws, extra, t0)
 
 
@@ -102,6 +131,21 @@ def pull(cfg: LitopsConfig, ws: Workspace | None = None, data_version: str | Non
     r = data_repo(cfg, ws).pull(cfg.data.name, data_version=data_version)
     r["splits"] = (read_dataset_json(ws.dataset_dir(cfg.data.name)) or {}).get("splits", {})
     return r
+
+
+def index_dataset(source: str, cfg: LitopsConfig, split: str | None = None) -> dict[str, Any]:
+    """`data index SOURCE`: write the shard manifest and offset indexes of the shards in a folder or an
+    s3:// prefix (through the config's storage endpoint and region). Raises UserError on a bad source or
+    an img2dataset stats count that disagrees with a tar.
+
+    Keys: source, manifest (its URL), digest, splits {split: {shards, samples, bytes}}, indexed, reused,
+    written, seconds.
+    """
+    from litops.core.shard_index import StorageOptions
+
+    from .indexing import index_source
+
+    return index_source(source, StorageOptions.from_config(cfg), split)
 
 
 def checkout(cfg: LitopsConfig, ref: str, ws: Workspace | None = None, tracking_uri: str = "") -> dict[str, Any]:
@@ -118,6 +162,12 @@ def checkout(cfg: LitopsConfig, ref: str, ws: Workspace | None = None, tracking_
     if not model_refs.is_data_version(ref):
         lineage = model_refs.resolve(ref, tracking_uri or default_tracking_uri(cfg))
     r = data_repo(cfg, ws).checkout(cfg.data.name, lineage["data_version"])
+    from litops.core.shard_index import StorageOptions
+
+    from .in_place import verify_in_place
+
+    # an in-place version holds only the manifest: its shards must still be the bytes it names
+    r["verified_shards"] = verify_in_place(r["dataset_dir"], StorageOptions.from_config(cfg))
     r.update(lineage, ref=ref)
     r["splits"] = (read_dataset_json(Path(r["dataset_dir"])) or {}).get("splits", {})
     return r

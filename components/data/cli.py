@@ -1,4 +1,4 @@
-"""`python -m litops.data {synth,add,version,pull,checkout}`; ends with a LITOPS_RESULT line."""
+"""`python -m litops.data {synth,add,index,version,pull,checkout}`; ends with a LITOPS_RESULT line."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="regenerate even if the dataset is current")
     a = with_config(sub.add_parser("add", help="validate and add user shards or image+caption pairs, then version"))
     a.add_argument("path", help="a .tar shard, a folder of shards, or a folder of image + .txt pairs")
+    a.add_argument("--in-place", action="store_true", help="s3:// shards only: check and index them where they "
+                   "are (bad samples excluded, nothing rewritten) and version just their manifest")
+    ix = with_config(sub.add_parser("index", help="write the shard manifest and offset indexes of shards in a "
+                                    "folder or an s3:// prefix"))
+    ix.add_argument("source", help="<SOURCE>/<split>/*.tar, or a flat img2dataset folder (00000.tar, ...)")
+    ix.add_argument("--split", default=None, help="the split a flat folder's shards form (default: train)")
     with_config(sub.add_parser("version", help="synth if needed (synth source), then version the dataset"))
     pl = with_config(sub.add_parser("pull", help="restore the dataset from the DVC remote"))
     pl.add_argument("--data-version", default=None, help="a '<md5>.dir' data version to restore")
@@ -51,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _summary(r: dict) -> str:
+    if r["command"] == "index":
+        splits = ", ".join(f"{k}={v['shards']} shards/{v['samples']} samples" for k, v in r["splits"].items())
+        state = "written" if r["written"] else "unchanged"
+        return (f"indexed {r['source']} ({splits}; {r['indexed']} shards read, {r['reused']} reused): "
+                f"{r['manifest']} {state}, digest {r['digest'][:12]}")
     if r["command"] == "checkout":
         model = f" (the data of {r['model']}/{r['model_version']})" if "model" in r else ""
         return f"checked out {r['data_version']}{model} into {r['dataset_dir']}"
@@ -71,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "synth":
         r = api.synth_and_version(cfg, force=args.force)
     elif args.command == "add":
-        r = api.add_and_version(args.path, cfg)
+        r = (api.add_in_place_and_version if args.in_place else api.add_and_version)(args.path, cfg)
+    elif args.command == "index":
+        r = api.index_dataset(args.source, cfg, split=args.split)
     elif args.command == "version":
         r = api.prepare(cfg)
     elif args.command == "checkout":

@@ -59,7 +59,13 @@ def plan_units(spec: str | Path, cfg) -> list[Unit]:
         return [_tar_unit(src, src.name)]
     tars, loose = folder_files(src)
     units = [_tar_unit(t, t.relative_to(src).as_posix()) for t in tars]
-    return units + _loose_units(src, loose, cfg.data.shard_size)
+    return units + _loose_units(src, [p for p in loose if not is_index_file(p.name)], cfg.data.shard_size)
+
+
+def is_index_file(name: str) -> bool:
+    """A manifest, an offset index or an img2dataset stats file: files about the shards beside them
+    (`litops data index`, img2dataset), not samples, so never a bad sample."""
+    return name == "manifest.json" or name.endswith((".tar.idx", "_stats.json"))
 
 
 def _is_local_path(text: str) -> bool:

@@ -227,10 +227,13 @@ def prepare_split(split: SplitSamples, name: str, suffix: str, attributes: dict[
 
 
 def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[str], ks: Sequence[int],
-                 batch_size: int = 256, splits: Sequence[tuple[str, str]] = SPLITS, workers: int = 0) -> EvalSet:
+                 batch_size: int = 256, splits: Sequence[tuple[str, str]] = SPLITS, workers: int = 0,
+                 storage=None, cache=None) -> EvalSet:
     """Read the captions and metadata of the splits that exist (no pixels) and build everything
     the metrics need that no model changes. `image_size` is the decode size for models that do
-    not name their own input size; `workers` reader processes stream each split."""
+    not name their own input size; `workers` reader processes stream each split. `storage` (endpoint,
+    region) and `cache` (the node-local shard cache) serve shards on S3, including those a local
+    manifest names in a bucket."""
     M.check_templates(templates)
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -240,7 +243,7 @@ def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[s
     attributes, notes = read_attributes(dataset_dir) if splits else ({}, [])
     prepared = []
     for name, suffix in splits:
-        split = _split_metadata(dataset_dir, name, suffix, batch_size, workers, notes)
+        split = _split_metadata(dataset_dir, name, suffix, batch_size, workers, notes, storage, cache)
         if split is None:
             continue
         prep = prepare_split(split, name, suffix, attributes)
@@ -250,11 +253,11 @@ def prepare_eval(dataset_dir: str | Path, image_size: int, templates: Sequence[s
 
 
 def _split_metadata(dataset_dir: str | Path, name: str, suffix: str, batch_size: int, workers: int,
-                    notes: list[str]) -> SplitSamples | None:
+                    notes: list[str], storage=None, cache=None) -> SplitSamples | None:
     """The split's keys, captions and metadata (streamed, no pixels), or None with a note saying why
     it is skipped."""
     try:
-        stream = SplitStream.open(dataset_dir, name)
+        stream = SplitStream.open(dataset_dir, name, storage, cache=cache)
     except FileNotFoundError:
         notes.append(f"split '{name}' skipped: no shards in {Path(dataset_dir) / name}"
                      + (f" (metrics *{suffix} not reported)" if suffix else ""))
@@ -269,10 +272,13 @@ def prepare_from_config(dataset_dir: str | Path | None, cfg, suites: Sequence[st
     """The built-in benchmark on `dataset_dir` (None: none) and the configured suites named in
     `suites` (None: all of `cfg.eval.suites`)."""
     from litops.core.config import resolve_workers
+    from litops.core.shard_index import StorageOptions
+    from litops.train.data_stream import shard_cache_spec
 
     evalset = prepare_eval(dataset_dir, cfg.data.image_size, cfg.eval.prompt_templates, cfg.eval.recall_ks,
                            cfg.eval.batch_size, splits=SPLITS if dataset_dir is not None else (),
-                           workers=resolve_workers(cfg.data.workers, beside_compute=True))
+                           workers=resolve_workers(cfg.data.workers, beside_compute=True),
+                           storage=StorageOptions.from_config(cfg), cache=shard_cache_spec(cfg))
     for config in select_suites(cfg.eval.suites, suites):
         suite = prepare_suite(config, evalset.ks)
         evalset.suites.append(suite)

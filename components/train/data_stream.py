@@ -56,8 +56,12 @@ def storage_for(cfg: LitopsConfig, dataset: str) -> StorageOptions | None:
     return StorageOptions.from_config(cfg)
 
 
+SHARD_CACHE_ENV = "LITOPS_SHARD_CACHE_DIR"  # a Kubernetes pod's node-disk volume (flows/k8s_render.py)
+
+
 def shard_cache_spec(cfg: LitopsConfig) -> CacheSpec:
-    folder = cfg.data.cache_dir or str(resolve_home(cfg.home) / "shard-cache")
+    """data.cache_dir; else the pod's node-disk volume; else <home>/shard-cache."""
+    folder = cfg.data.cache_dir or os.environ.get(SHARD_CACHE_ENV) or str(resolve_home(cfg.home) / "shard-cache")
     return CacheSpec(folder, parse_bytes(cfg.data.cache_limit, "data.cache_limit"))
 
 

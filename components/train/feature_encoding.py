@@ -52,10 +52,19 @@ class ShardImages(IterableDataset):
             if not samples:
                 yield ShardChunk(j, [], torch.empty(0, 3, self.image_size, self.image_size, dtype=torch.uint8), True)
                 return
+            excluded = set(ref.excluded)
             for start in range(0, len(samples), self.chunk):
                 part = samples[start : start + self.chunk]
-                images = [decode_image(read_member(f, s.members[s.image_ext]), self.image_size) for s in part]
+                # an excluded sample keeps its feature row (rows follow the tar) but is never read or
+                # decoded: its image may be exactly what got it excluded
+                images = [self._blank() if start + i in excluded
+                          else decode_image(read_member(f, s.members[s.image_ext]), self.image_size)
+                          for i, s in enumerate(part)]
                 yield ShardChunk(j, [s.key for s in part], torch.stack(images), start + self.chunk >= len(samples))
+
+
+    def _blank(self) -> torch.Tensor:
+        return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
 
 
 def shard_chunks(images: ShardImages, workers: int) -> Iterator[ShardChunk]:

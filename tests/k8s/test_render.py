@@ -131,3 +131,26 @@ def test_render_job_cli_prints_valid_yaml():
     bad = subprocess.run([sys.executable, "-m", "litops.flows", "k8s", "render-job", "train.nodes=zero"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 78 and "train.nodes" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_shard_cache_is_node_disk_shared_by_the_pods_readers():
+    """S3 shards are cached on the pod's own emptyDir (node disk), not on the shared home volume;
+    the trainer finds it through LITOPS_SHARD_CACHE_DIR when data.cache_dir is empty."""
+    from litops.flows.k8s_render import SHARD_CACHE_ENV, SHARD_CACHE_MOUNT
+    from litops.train.data_stream import shard_cache_spec
+
+    cfg = k8s_cfg()
+    pod = pod_of(render(JobSpec("train-x", "train", ["--config", "c.json"]), cfg)[0])
+    volume = next(v for v in pod["volumes"] if v["name"] == "shard-cache")
+    assert "emptyDir" in volume
+    container = pod["containers"][0]
+    assert {"name": "shard-cache", "mountPath": SHARD_CACHE_MOUNT} in container["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[SHARD_CACHE_ENV] == SHARD_CACHE_MOUNT
+    import os
+
+    os.environ[SHARD_CACHE_ENV] = SHARD_CACHE_MOUNT
+    try:
+        assert shard_cache_spec(cfg).folder == SHARD_CACHE_MOUNT
+    finally:
+        del os.environ[SHARD_CACHE_ENV]
