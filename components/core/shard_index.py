@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 from webdataset.tariterators import base_plus_ext
 
@@ -69,6 +69,17 @@ def split_urls(dataset: str | Path, split: str, storage: StorageOptions | None =
     return [str(p) for p in sorted((Path(dataset) / split).glob("*.tar"))]
 
 
+def keyed_members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """(member, sample key, extension) of each file member that names a sample, in tar order: the one
+    place that decides what a member of a sample is, for every tar reader."""
+    for info in tar:
+        if not info.isfile():
+            continue
+        base, ext = base_plus_ext(info.name)
+        if base is not None:
+            yield info, base, ext
+
+
 def index_members(fileobj: BinaryIO) -> list[SampleMembers]:
     """Complete samples (an image and a caption) of a tar, in member order. Stray or partial
     samples are skipped: ingestion quarantines them, and readers must not fail on them."""
@@ -80,12 +91,7 @@ def index_members(fileobj: BinaryIO) -> list[SampleMembers]:
             samples.append(SampleMembers(key, members))
 
     with tarfile.open(fileobj=fileobj, mode="r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            base, ext = base_plus_ext(info.name)
-            if base is None:
-                continue
+        for info, base, ext in keyed_members(tar):
             if base != key:
                 flush()
                 key, members = base, {}

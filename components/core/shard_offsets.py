@@ -61,12 +61,11 @@ def _block_end(info: tarfile.TarInfo) -> int:
     return info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
-def _member_key():
-    """webdataset's key/extension split, the one `index_members` uses (imported late: webdataset
-    imports torch, seconds that `litops data` commands that never index need not wait)."""
-    from webdataset.tariterators import base_plus_ext
+def _keyed_members():
+    """litops.core.shard_index.keyed_members, imported when first needed (it loads webdataset)."""
+    from litops.core.shard_index import keyed_members
 
-    return base_plus_ext
+    return keyed_members
 
 
 def _is_complete(exts: set[str]) -> bool:
@@ -85,7 +84,7 @@ def index_stream(f: BinaryIO, label: str, on_sample: SampleVisitor | None = None
     order, as the index groups them: index is its place among the complete samples, None for an
     incomplete one. Only one run's bytes are held at a time (validating in place needs the bytes
     and the index from the same single pass, so a bucket is read once)."""
-    reader, base_plus_ext = _HashingReader(f), _member_key()
+    reader, keyed_members = _HashingReader(f), _keyed_members()
     starts: list[int] = []
     end = 0
     key, exts, run_start, run_end = None, set(), 0, 0
@@ -102,12 +101,7 @@ def index_stream(f: BinaryIO, label: str, on_sample: SampleVisitor | None = None
 
     try:
         with tarfile.open(fileobj=reader, mode="r|", bufsize=READ_SIZE) as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                base, ext = base_plus_ext(info.name)
-                if base is None:
-                    continue
+            for info, base, ext in keyed_members(tar):
                 if base != key:
                     if key is not None:
                         close_run()
@@ -156,15 +150,10 @@ def sample_at(f: BinaryIO, start: int, end: int) -> tuple[str, dict[str, bytes]]
     data = f.read(end - start)
     if end <= start or len(data) != end - start:
         raise ManifestError(f"bytes {start}..{end} of {getattr(f, 'name', 'the shard')} hold no whole sample")
-    key, files, base_plus_ext = None, {}, _member_key()
+    key, files, keyed_members = None, {}, _keyed_members()
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                base, ext = base_plus_ext(info.name)
-                if base is None:
-                    continue
+            for info, base, ext in keyed_members(tar):
                 if key is not None and base != key:
                     break
                 key = base

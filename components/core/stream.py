@@ -219,9 +219,8 @@ class StepStream(IterableDataset):
 
 def merge_pieces(pieces: list[StreamBatch]) -> StreamBatch:
     """The readers' pieces of one step, back in slot order."""
-    pick = [(piece, i) for _, piece, i in sorted((slot, n, i) for n, piece in enumerate(pieces)
+    pick = [(pieces[n], i) for _, n, i in sorted((slot, n, i) for n, piece in enumerate(pieces)
                                                  for i, slot in enumerate(piece.slots))]
-    pick = [(pieces[n], i) for n, i in pick]
 
     def stacked(attr: str) -> torch.Tensor | None:
         if not pick or getattr(pick[0][0], attr) is None:
