@@ -141,27 +141,59 @@ def read_offsets(source: str | Path | BinaryIO) -> np.ndarray:
     return parse_offsets(source.read(), getattr(source, "name", "offset index"))
 
 
+_PLAIN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+
+
+def _plain_headers(data: bytes) -> list[tuple[tarfile.TarInfo, bytes]] | None:
+    """(member, its bytes) of every member in `data`, read straight from the 512-byte headers; None
+    when one needs tarfile's full reader (pax or GNU long-name headers, links): that path builds a
+    TarFile per sample, about 90 us against a few here, and a sample is read per image per step."""
+    members, at = [], 0
+    while at + tarfile.BLOCKSIZE <= len(data):
+        try:
+            info = tarfile.TarInfo.frombuf(data[at:at + tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+        except tarfile.EOFHeaderError:
+            break
+        if info.type not in _PLAIN_TYPES:
+            return None
+        begin = at + tarfile.BLOCKSIZE
+        if begin + info.size > len(data):
+            raise tarfile.ReadError(f"member {info.name!r} is cut short")
+        members.append((info, data[begin:begin + info.size]))
+        at = begin + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return members
+
+
+def _tarfile_members(data: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return [(info, tar.extractfile(info).read()) for info in tar if info.isfile()]
+
+
 def sample_at(f: BinaryIO, start: int, end: int) -> tuple[str, dict[str, bytes]]:
     """(key, {ext: bytes}) of the sample whose members lie in bytes [start, end) of the tar in the
     seekable file `f`: one read of that range. Members are taken as `index_members` groups them: the
     first file member's key, up to the first member with another key (a stray member after it)."""
     start, end = int(start), int(end)
+    label = f"bytes {start}..{end} of {getattr(f, 'name', 'the shard')}"
     f.seek(start)
     data = f.read(end - start)
     if end <= start or len(data) != end - start:
-        raise ManifestError(f"bytes {start}..{end} of {getattr(f, 'name', 'the shard')} hold no whole sample")
-    key, files, keyed_members = None, {}, _keyed_members()
+        raise ManifestError(f"{label} hold no whole sample")
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for info, base, ext in keyed_members(tar):
-                if key is not None and base != key:
-                    break
-                key = base
-                files[ext.lower()] = tar.extractfile(info).read()
+        members = _plain_headers(data)
+        if members is None:
+            members = _tarfile_members(data)
     except (tarfile.TarError, EOFError) as e:
-        raise ManifestError(f"bytes {start}..{end} of {getattr(f, 'name', 'the shard')} are not tar members: {e}") from None
+        raise ManifestError(f"{label} are not tar members: {e}") from None
+    key, files, keyed_members = None, {}, _keyed_members()
+    content = dict((id(info), body) for info, body in members)
+    for info, base, ext in keyed_members(info for info, _ in members):
+        if key is not None and base != key:
+            break
+        key = base
+        files[ext.lower()] = content[id(info)]
     if key is None:
-        raise ManifestError(f"bytes {start}..{end} of {getattr(f, 'name', 'the shard')} hold no sample")
+        raise ManifestError(f"{label} hold no sample")
     return key, files
 
 

@@ -219,17 +219,33 @@ class StepStream(IterableDataset):
 
 def merge_pieces(pieces: list[StreamBatch]) -> StreamBatch:
     """The readers' pieces of one step, back in slot order."""
-    pick = [(pieces[n], i) for _, n, i in sorted((slot, n, i) for n, piece in enumerate(pieces)
-                                                 for i, slot in enumerate(piece.slots))]
+    if len(pieces) == 1:
+        return pieces[0]  # one reader's piece is already in slot order
+    slots = [slot for piece in pieces for slot in piece.slots]
+    order = sorted(range(len(slots)), key=slots.__getitem__)
+    where = torch.empty(len(slots), dtype=torch.long)
+    where[torch.tensor(order, dtype=torch.long)] = torch.arange(len(slots))
 
-    def stacked(attr: str) -> torch.Tensor | None:
-        if not pick or getattr(pick[0][0], attr) is None:
+    def placed(attr: str) -> torch.Tensor | None:
+        # One output tensor filled piece by piece: copying row views into a stack grows the
+        # main process's memory by a batch per step (measured), assigning into it does not.
+        if getattr(pieces[0], attr) is None:
             return None
-        return torch.stack([getattr(piece, attr)[i] for piece, i in pick])
+        out, at = None, 0
+        for piece in pieces:
+            part = getattr(piece, attr)
+            if out is None:
+                out = part.new_empty((len(slots),) + tuple(part.shape[1:]))
+            out[where[at:at + len(part)]] = part
+            at += len(part)
+        return out
 
-    return StreamBatch(pieces[0].step, [piece.keys[i] for piece, i in pick], [piece.captions[i] for piece, i in pick],
-                       stacked("images"), stacked("features"),
-                       [piece.metas[i] for piece, i in pick] if any(piece.metas for piece in pieces) else [])
+    def listed(attr: str) -> list:
+        flat = [x for piece in pieces for x in getattr(piece, attr)]
+        return [flat[i] for i in order]
+
+    metas = listed("metas") if any(piece.metas for piece in pieces) else []
+    return StreamBatch(pieces[0].step, listed("keys"), listed("captions"), placed("images"), placed("features"), metas)
 
 
 def load_steps(stream: StepStream, workers: int) -> Iterator[StreamBatch]:

@@ -1,6 +1,7 @@
 """Elastic order: the sample keys of every global batch are the same for 1 rank without reader
 processes, 1 rank with 3, and 2 gloo ranks (torchrun) with 2 each; a run stopped at step 20
-under 1 rank and resumed under 2 ranks continues the same key sequence."""
+under 1 rank and resumed under 2 ranks, or stopped under 2 and resumed under 1, continues the
+same key sequence."""
 
 from __future__ import annotations
 
@@ -71,6 +72,15 @@ def test_global_batches_do_not_depend_on_ranks_or_reader_processes(tmp_path):
     assert out.returncode == -9, out.stderr[-3000:]
     assert global_batches(keys) == {s: reference[s] for s in range(20)}
     out, keys = run(tmp_path, "resumed", data, ranks=2, workers=2, steps=40, ckpt=ckpt)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming from step-00000020.pt" in out.stderr
+    assert global_batches(keys) == {s: reference[s] for s in range(20, 40)}
+
+    ckpt = tmp_path / "shrunk"
+    out, keys = run(tmp_path, "stopped-two", data, ranks=2, workers=2, steps=40, ckpt=ckpt, crash_at=20)
+    assert out.returncode != 0, out.stderr[-3000:]
+    assert global_batches(keys) == {s: reference[s] for s in range(20)}
+    out, keys = run(tmp_path, "resumed-one", data, ranks=1, workers=2, steps=40, ckpt=ckpt)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming from step-00000020.pt" in out.stderr
     assert global_batches(keys) == {s: reference[s] for s in range(20, 40)}
