@@ -108,7 +108,7 @@ class _OpenShard:
 class SampleSource:
     """Reads samples by (shard, index) through a small LRU of open shards."""
 
-    def __init__(self, shards: list[ShardRef], image_size: int | None, feature_files: list[str] | None = None,
+    def __init__(self, shards: list[ShardRef], image_size: int | None, feature_files: list[ShardRef] | None = None,
                  storage: StorageOptions | None = None, with_metas: bool = False, max_open: int = 16,
                  cache: CacheSpec | None = None):
         self.shards, self.image_size, self.feature_files = list(shards), image_size, feature_files
@@ -133,10 +133,14 @@ class SampleSource:
         return str(self.shard_cache().local_path(url, size, etag, version_id))
 
     def prefetch(self, shards: list[int]) -> None:
-        """Start fetching these shards into the node cache (S3 only) before a reader needs them."""
-        refs = [self.shards[j] for j in shards if is_s3(self.shards[j].url) and self.shards[j].size]
+        """Start fetching these shards (and their feature files) into the node cache (S3 only) before a
+        reader needs them."""
+        refs = [r for j in shards for r in (self.shards[j], *self._features_of(j)) if is_s3(r.url) and r.size]
         if refs:
             self.shard_cache().prefetch([(r.url, r.size, r.etag, r.version_id) for r in refs])
+
+    def _features_of(self, j: int) -> tuple[ShardRef, ...]:
+        return () if self.feature_files is None else (self.feature_files[j],)
 
     def _offsets(self, ref: ShardRef) -> np.ndarray | None:
         if not ref.index_url:
@@ -153,11 +157,13 @@ class SampleSource:
                            self._offsets(ref))
         if self.feature_files is not None:
             # mmap: file-backed pages, only the rows a batch reads are touched
-            blob = torch.load(self.feature_files[j], map_location="cpu", weights_only=True, mmap=True)
+            features = self.feature_files[j]
+            blob = torch.load(self.local_path(features.url, features.size, features.etag), map_location="cpu",
+                              weights_only=True, mmap=True)
             rows = len(blob["keys"])
             expected = ref.samples or (len(shard.members) if shard.members is not None else rows)
             if rows != expected:
-                raise ValueError(f"{self.feature_files[j]} holds {rows} rows, {ref.url} has {expected} samples")
+                raise ValueError(f"{features.url} holds {rows} rows, {ref.url} has {expected} samples")
             shard.features = blob["features"]
         self._open[j] = shard
         while len(self._open) > self.max_open:
@@ -371,15 +377,16 @@ def max_open_shards(counts: list[int], window: int, partitions: int = 1) -> int:
     return min(len(counts), max(1, partitions) * (math.ceil(window / smallest) + 2))
 
 
-def refs_from_manifest(dataset: str, split: str, storage: StorageOptions | None) -> list[ShardRef] | None:
-    """The split's shards as the dataset's manifest lists them; None without a manifest (or split)."""
+def refs_from_manifest(dataset: str, split: str, storage: StorageOptions | None) -> tuple[str, list[ShardRef]] | None:
+    """(the root the shards live under, the split's shards) as the dataset's manifest lists them;
+    None without a manifest (or split)."""
     from litops.core.manifest import read_manifest
 
     manifest = read_manifest(dataset, storage)
     if manifest is None or split not in manifest.splits:
         return None
-    return [ShardRef(manifest.url(e), e.bytes, e.etag, e.version_id, manifest.url(e) + ".idx", e.samples,
-                     tuple(e.excluded), e.sha256) for e in manifest.splits[split]]
+    return manifest.root, [ShardRef(manifest.url(e), e.bytes, e.etag, e.version_id, manifest.url(e) + ".idx",
+                                    e.samples, tuple(e.excluded), e.sha256) for e in manifest.splits[split]]
 
 
 def counted_refs(dataset: str, split: str, storage: StorageOptions | None, memo_path: Path | None) -> list[ShardRef]:
@@ -405,6 +412,7 @@ class SplitStream:
     shards: list[ShardRef]
     storage: StorageOptions | None = None
     cache: CacheSpec | None = None
+    root: str = ""  # where the shards live: the manifest's root (a bucket for data indexed in place)
 
     @classmethod
     def open(cls, dataset, split: str, storage: StorageOptions | None = None, memo_path: Path | None = None,
@@ -412,12 +420,11 @@ class SplitStream:
         """Reads the dataset's manifest only; without one, counts the shards' samples (tar headers,
         remembered in `memo_path`: litops.core.shard_index.ShardMemo)."""
         dataset = str(dataset)
-        refs = refs_from_manifest(dataset, split, storage)
-        if refs is None:
-            refs = counted_refs(dataset, split, storage, memo_path)
+        listed = refs_from_manifest(dataset, split, storage)
+        root, refs = listed if listed is not None else (dataset, counted_refs(dataset, split, storage, memo_path))
         if not refs:
             raise FileNotFoundError(f"no shards in {dataset.rstrip('/')}/{split}")
-        return cls(refs, storage, cache)
+        return cls(refs, storage, cache, root)
 
     @property
     def urls(self) -> list[str]:
@@ -431,7 +438,7 @@ class SplitStream:
     def total(self) -> int:
         return sum(self.counts)
 
-    def source(self, image_size: int | None, feature_files: list[str] | None = None, with_metas: bool = False,
+    def source(self, image_size: int | None, feature_files: list[ShardRef] | None = None, with_metas: bool = False,
                max_open: int = 16) -> SampleSource:
         return SampleSource(self.shards, image_size, feature_files, self.storage, with_metas, max_open, self.cache)
 

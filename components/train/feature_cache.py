@@ -17,12 +17,12 @@ Files. `<cache dir>/<key>.pt` holds {"keys", "features"} (plus small provenance,
 `weights_only=True`), written atomically; `<key>.json` beside it says the same for a person
 (shard name, data version, tower, samples).
 
-Where. Beside the data, in the data repo: a dataset at `<data repo>/datasets/<name>` caches
-under `<data repo>/features/<name>/` (any other dataset folder `D`: `D/../features/<D.name>/`).
-The data component versions that folder with DVC like a dataset (`features/<name>.dvc`, pushed
-to the same remote; litops.data.versioning), so a fresh machine pulls the features with the data.
-A dataset on S3 caches under `<home>/feature-cache/<bucket>/<prefix>/` (a local path: training
-reads the files with torch.load; the home is shared by the pods of a run).
+Where. Beside the data (litops.train.feature_store): a dataset at `<data repo>/datasets/<name>`
+caches under `<data repo>/features/<name>/` (any other dataset folder `D`: `D/../features/<D.name>/`),
+which the data component versions with DVC like a dataset (`features/<name>.dvc`, pushed to the
+same remote; litops.data.versioning), so a fresh machine pulls the features with the data. A
+dataset whose shards stay in S3 caches in the same bucket, `s3://bucket/<parent>/features/<name>/`,
+and readers fetch the files through the node's shard cache.
 
 Augmentations that change the pixels the tower sees (`train.augment != none`) would change its
 outputs, so they disable the cache, and the run says so.
@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,19 +41,17 @@ from typing import Any, Callable
 
 import torch
 
-from litops.core.checkpoint import atomic_save
 from litops.core.config import LitopsConfig, resolve_workers
 from litops.core.model import image_chunk
 from litops.core.pretrained import fingerprint
 from litops.core.progress import start as start_progress
 from litops.core.shard_index import S3_SCHEME, ShardMemo, StorageOptions, is_s3
-from litops.core.stream import SplitStream
+from litops.core.stream import ShardRef, SplitStream
 from litops.core.workspace import resolve_home
 from litops.train.feature_encoding import ShardImages, encode_shards, tower_features
+from litops.train.feature_store import FeatureStore, features_root
 
 CACHE_FORMAT = 2  # 2: one file per shard, images decoded straight to the tower's input size
-FEATURES_DIR = "features"
-S3_FEATURES_DIR = "feature-cache"  # under the home, for datasets on S3
 ENCODE_BATCH = 256  # capped on a CPU by litops.core.model.image_chunk
 DIGEST_CHUNK = 1 << 20
 
@@ -64,14 +60,9 @@ def say(msg: str) -> None:
     print(f"feature cache: {msg}", file=sys.stderr, flush=True)
 
 
-def cache_dir_for(dataset_dir: str | Path, home: str | None = None) -> Path:
-    """The folder of a dataset's feature files (see the module docstring)."""
-    if is_s3(str(dataset_dir)):
-        return resolve_home(home) / S3_FEATURES_DIR / str(dataset_dir)[len(S3_SCHEME):].strip("/")
-    d = Path(dataset_dir).resolve()
-    if d.parent.name == "datasets":  # <data repo>/datasets/<name> -> <data repo>/features/<name>
-        return d.parent.parent / FEATURES_DIR / d.name
-    return d.parent / FEATURES_DIR / d.name
+def cache_dir_for(dataset_dir: str | Path) -> str:
+    """The folder (or s3:// prefix) of a dataset's feature files (see the module docstring)."""
+    return features_root(dataset_dir)
 
 
 def shard_digest(url: str, storage: StorageOptions | None = None) -> str:
@@ -152,35 +143,10 @@ def encode(tower, images: torch.Tensor, device: torch.device, batch_size: int = 
 
 @dataclass
 class FeatureCache:
-    feature_files: list[str] | None  # one per shard of `split.urls`, in the same order; None when the cache does not apply
+    feature_files: list[ShardRef] | None  # one per shard of `split.urls`, in the same order; None when the cache does not apply
     status: str  # "hit" (all reused) | "built" (some encoded) | "disabled" | "off" | "n/a"
     encoded: int  # shards encoded this run (by all ranks)
     reused: int  # shards whose file already existed
-
-
-def holds_shard(path: Path, samples: int) -> bool:
-    """Whether a readable feature file exists with one row per sample. Its name already carries the
-    shard's digest, and SampleSource checks the keys when it streams them, so the shard is not read."""
-    if not path.is_file():
-        return False
-    try:  # mmap: the keys are read, the features are not
-        return len(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["keys"]) == samples
-    except Exception:  # noqa: BLE001 - an unreadable file is re-encoded
-        return False
-
-
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Atomically, like the feature file it describes."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def store_shard(path: Path, keys: list[str], features: torch.Tensor, provenance: dict[str, Any]) -> None:
-    atomic_save({"keys": keys, "features": features, **provenance}, path)
-    write_json(path.with_suffix(".json"), {"key": path.stem, **provenance, "samples": len(keys),
-                                           "feature_dim": int(features.shape[1])})
 
 
 def not_applied(cfg: LitopsConfig, model, rank: int, log: Callable[[str], None]) -> FeatureCache | None:
@@ -194,27 +160,30 @@ def not_applied(cfg: LitopsConfig, model, rank: int, log: Callable[[str], None])
     return FeatureCache(None, status, 0, 0)
 
 
-def feature_paths(cache_dir: Path, split: SplitStream, tower_fp: str, prep: dict[str, Any], threads: int,
-                  memo_path: Path | None = None) -> list[Path]:
+def feature_names(split: SplitStream, tower_fp: str, prep: dict[str, Any], threads: int,
+                  memo_path: Path | None = None) -> list[str]:
     known = [r.sha256 for r in split.shards]
     digests = known if all(known) else shard_digests(split.urls, split.storage, threads, memo_path)
-    return [cache_dir / f"{shard_key(d, tower_fp, prep)}.pt" for d in digests]
+    return [f"{shard_key(d, tower_fp, prep)}.pt" for d in digests]
 
 
-def missing_shards(paths: list[Path], split: SplitStream, log: Callable[[str], None]) -> list[int]:
+def missing_shards(store: FeatureStore, names: list[str], split: SplitStream, log: Callable[[str], None]) -> list[int]:
     """Shards without a feature file holding their samples."""
-    missing = [j for j, p in enumerate(paths) if not holds_shard(p, split.counts[j])]
-    stale = sum(paths[j].is_file() for j in missing)
+    holding = store.holding(names, split.counts)
+    missing = [j for j, held in enumerate(holding) if not held]
+    stale = len(store.present([names[j] for j in missing]))
     if stale:
         log(f"re-encoding {stale} shard(s) whose feature files do not hold their samples")
     return missing
 
 
-def require_present(paths: list[Path], cache_dir: Path) -> None:
-    absent = [str(p) for p in paths if not p.is_file()]
+def require_present(store: FeatureStore, names: list[str]) -> list[ShardRef]:
+    present = store.present(names)
+    absent = [store.url(n) for n in names if n not in present]
     if absent:
-        raise FileNotFoundError(f"feature files missing after encoding (is {cache_dir} shared by all ranks?): "
+        raise FileNotFoundError(f"feature files missing after encoding (is {store.root} shared by all ranks?): "
                                 f"{', '.join(absent[:3])}")
+    return store.refs(names)
 
 
 def prepare(cfg: LitopsConfig, model, dataset_dir: str | Path, split: SplitStream, device: torch.device,
@@ -230,33 +199,31 @@ def prepare(cfg: LitopsConfig, model, dataset_dir: str | Path, split: SplitStrea
         return skipped
     t0 = time.perf_counter()
     tower, workers = model.image_tower, resolve_workers(cfg.data.workers, beside_compute=True)
-    cache_dir = cache_dir_for(dataset_dir, cfg.home)
+    store = FeatureStore(cache_dir_for(split.root or dataset_dir), split.storage)
     tower_fp, prep = fingerprint(tower), preprocessing_spec(tower)
-    paths = feature_paths(cache_dir, split, tower_fp, prep, workers, shard_memo_path(cfg))
-    missing = missing_shards(paths, split, log if rank == 0 else lambda m: None)
+    names = feature_names(split, tower_fp, prep, workers, shard_memo_path(cfg))
+    missing = missing_shards(store, names, split, log if rank == 0 else lambda m: None)
     mine = [j for j in missing if j % world == rank]
     if mine:
-        cache_dir.mkdir(parents=True, exist_ok=True)
         provenance = {"format": CACHE_FORMAT, "data_version": data_version, "tower": type(tower).__name__,
                       "image_tower": cfg.model.image_tower, "tower_fingerprint": tower_fp, "preprocessing": prep}
-        encode_missing(tower, split, mine, paths, device, workers, provenance, silent=rank != 0)
+        encode_missing(tower, split, mine, store, names, device, workers, provenance, silent=rank != 0)
     barrier()
-    require_present(paths, cache_dir)
+    refs = require_present(store, names)
     if rank == 0:
-        log(f"{len(missing)} of {len(paths)} shards encoded, {len(paths) - len(missing)} reused "
-            f"in {cache_dir} ({time.perf_counter() - t0:.1f} s)")
-    return FeatureCache([str(p) for p in paths], "built" if missing else "hit", len(missing), len(paths) - len(missing))
+        log(f"{len(missing)} of {len(names)} shards encoded, {len(names) - len(missing)} reused "
+            f"in {store.root} ({time.perf_counter() - t0:.1f} s)")
+    return FeatureCache(refs, "built" if missing else "hit", len(missing), len(names) - len(missing))
 
 
-def encode_missing(tower, split: SplitStream, shards: list[int], paths: list[Path], device: torch.device,
-                   workers: int, provenance: dict[str, Any], silent: bool = False) -> None:
-    """Encode `shards` (indices into split.urls) and write their files `paths[j]`."""
+def encode_missing(tower, split: SplitStream, shards: list[int], store: FeatureStore, names: list[str],
+                   device: torch.device, workers: int, provenance: dict[str, Any], silent: bool = False) -> None:
+    """Encode `shards` (indices into split.urls) and write their files `names[j]` into `store`."""
     images = ShardImages(split, shards, int(tower.input_size), image_chunk(ENCODE_BATCH, device))
 
-    def store(j: int, keys: list[str], features: torch.Tensor) -> None:
-        store_shard(paths[j], keys, features, {**provenance, "shard": Path(split.urls[j]).name})
+    def store_one(j: int, keys: list[str], features: torch.Tensor) -> None:
+        store.store(names[j], keys, features, {**provenance, "shard": Path(split.urls[j]).name})
 
     total = sum(split.counts[j] for j in shards)
     with start_progress("feature cache", total, unit="img", silent=silent) as bar:
-        encode_shards(tower, images, device, workers, bar, store)
-
+        encode_shards(tower, images, device, workers, bar, store_one)

@@ -268,7 +268,7 @@ def run_train_features(args, dataset: Path, samples: int, workers: int, weights:
     from litops.core.component_cli import parse_result
     from litops.train.feature_cache import cache_dir_for
 
-    cache_dir = cache_dir_for(dataset)
+    cache_dir = Path(cache_dir_for(dataset))
     if cache == "cold" and cache_dir.is_dir():
         shutil.rmtree(cache_dir)
     with tempfile.TemporaryDirectory(prefix="litops-stream-bench-") as tmp:

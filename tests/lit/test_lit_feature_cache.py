@@ -65,6 +65,10 @@ def prepare(cfg: LitopsConfig, dataset: Path, log=lambda m: None, **kw) -> fc.Fe
     return fc.prepare(cfg, model, dataset, SplitStream.open(dataset, "train"), CPU, log=log, **kw)
 
 
+def paths(cache: fc.FeatureCache) -> list[str]:
+    return [r.url for r in cache.feature_files]
+
+
 def file_stamps(files: list[str]) -> dict[str, tuple[bytes, int]]:
     return {f: (Path(f).read_bytes(), Path(f).stat().st_mtime_ns) for f in files}
 
@@ -85,17 +89,17 @@ def test_adding_a_shard_encodes_that_shard_alone(dataset, tower_weights, tmp_pat
     first = prepare(cfg, dataset)
     assert (first.status, first.encoded, first.reused) == ("built", 10, 0)
     cache_dir = tmp_path / "data" / "features" / "tiny"
-    assert all(Path(f).parent == cache_dir for f in first.feature_files), "beside the data, versioned with it"
-    before = file_stamps(first.feature_files)
+    assert all(Path(f).parent == cache_dir for f in paths(first)), "beside the data, versioned with it"
+    before = file_stamps(paths(first))
 
     add_shard(dataset, 10)
     capfd.readouterr()  # fd-level: a reader process's own output would show here too
     second = prepare(cfg, dataset, log=fc.say, data_version="abc.dir")
     assert (second.status, second.encoded, second.reused) == ("built", 1, 10)
     assert "feature cache: 1 of 11 shards encoded, 10 reused" in capfd.readouterr().err
-    assert second.feature_files[:10] == first.feature_files
-    assert file_stamps(first.feature_files) == before, "reused files are neither rewritten nor touched"
-    meta = json.loads(Path(second.feature_files[10]).with_suffix(".json").read_text())
+    assert paths(second)[:10] == paths(first)
+    assert file_stamps(paths(first)) == before, "reused files are neither rewritten nor touched"
+    meta = json.loads(Path(paths(second)[10]).with_suffix(".json").read_text())
     assert meta["shard"] == "shard-000010.tar" and meta["data_version"] == "abc.dir" and meta["samples"] == PER_SHARD
     assert meta["tower"] == "ScratchCNN" and meta["preprocessing"]["input_size"] == 32
 
@@ -115,7 +119,7 @@ def test_features_are_the_towers_outputs_and_stream_by_key(dataset, tower_weight
     model = LiTModel(cfg.model, cfg.data.image_size)
     split = SplitStream.open(dataset, "train")
     expected = {}
-    for url, path in zip(split.urls, cache.feature_files):
+    for url, path in zip(split.urls, paths(cache)):
         keys, outputs = tower_outputs(model, url)
         blob = torch.load(path, weights_only=True)
         assert blob["keys"] == keys and blob["features"].dtype == torch.float32
@@ -143,7 +147,7 @@ def test_ranks_encode_their_own_shards_then_meet_at_the_barrier(dataset, tower_w
 
 
 def test_weights_or_input_size_pick_other_files(dataset, tower_weights, tmp_path):
-    base = prepare(lit_config(tower_weights), dataset).feature_files
+    base = paths(prepare(lit_config(tower_weights), dataset))
 
     sd = torch.load(tower_weights, weights_only=True)
     first = next(iter(sd))
@@ -153,14 +157,14 @@ def test_weights_or_input_size_pick_other_files(dataset, tower_weights, tmp_path
     resized = prepare(lit_config(tower_weights, image_input_size=24), dataset)
     for other in (tweaked, resized):
         assert other.status == "built" and other.encoded == 10
-        assert not set(other.feature_files) & set(base)
-    assert not set(tweaked.feature_files) & set(resized.feature_files)
+        assert not set(paths(other)) & set(base)
+    assert not set(paths(tweaked)) & set(paths(resized))
     assert len(list((tmp_path / "data" / "features" / "tiny").glob("*.pt"))) == 30
 
 
 def test_a_file_that_does_not_hold_its_shards_samples_is_encoded_again(dataset, tower_weights):
     cfg = lit_config(tower_weights)
-    files = prepare(cfg, dataset).feature_files
+    files = paths(prepare(cfg, dataset))
     torch.save({"keys": ["other"], "features": torch.zeros(1, 4)}, files[4])
     messages = []
     again = prepare(cfg, dataset, log=messages.append)

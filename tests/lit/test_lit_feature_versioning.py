@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import torch
 
@@ -16,7 +17,7 @@ def test_feature_cache_is_dvc_tracked_pushed_and_pulled(tmp_path):
     ws = Workspace(tmp_path / "home")
     repo = DataRepo(ws).ensure()
     dataset = make_tiny_dataset(ws.dataset_dir("tiny"))
-    fdir = cache_dir_for(dataset)
+    fdir = Path(cache_dir_for(dataset))
     assert fdir == ws.data_repo / "features" / "tiny"
     fdir.mkdir(parents=True)
     torch.save({"features": torch.ones(2, 3)}, fdir / "abc.pt")  # what the trainer writes

@@ -202,6 +202,9 @@ def test_flow_trains_and_evaluates_straight_from_the_bucket(harness, bucket, s3_
     assert "retrieval_mean_r1" in summary["metrics"]
     assert not list((home / "data").rglob("*.tar"))  # the shards never entered the data repo
     assert list((home / "shard-cache").rglob("*")), "the shards went through the node cache"
+    features = s3.list_objects_v2(Bucket=bucket, Prefix="features/ds/").get("Contents", [])
+    assert len([o for o in features if o["Key"].endswith(".pt")]) == 2, "the locked tower's features sit beside the data"
+    assert not list(home.rglob("features/**/*.pt")) and not (home / "feature-cache").exists()
 
     s3.put_object(Bucket=bucket, Key="ds/train/00000.tar", Body=shard_bytes(500, 24))  # same size, other bytes
     with pytest.raises(Exception) as err:
