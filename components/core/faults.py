@@ -4,6 +4,9 @@
 (the flow, its forkserver, Prefect's temporary server) and then the caller's own process group
 (a component runs in its own session). Points: after_train, after_register (flow),
 before_alias (the register component's gate). Unset, every call is a no-op.
+
+`LITOPS_FAULT=<point>` makes `nan_point(<point>, tensor)` fill a parameter with NaN in place, so the
+run diverges there for real (its loss, gradients and update). Points: nan_loss_at_step_<k> (the trainer).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 
 CRASH_ENV = "LITOPS_CRASH_AT"
 FLOW_PID_ENV = "LITOPS_FLOW_PID"  # set by the flow so a component knows whom to take down
+NAN_ENV = "LITOPS_FAULT"
 
 
 def mark_flow_process() -> None:
@@ -34,6 +38,14 @@ def crash_point(name: str) -> None:
             except ProcessLookupError:
                 pass
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nan_point(name: str, parameter) -> None:
+    """No torch import here: the flow imports this module too."""
+    if os.environ.get(NAN_ENV) != name:
+        return
+    print(f"litops: test fault: NaN at {name}", file=sys.stderr, flush=True)
+    parameter.detach().fill_(float("nan"))
 
 
 def _group_of(pid: int) -> int | None:

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from litops.core.config import LitopsConfig
-from litops.core.faults import crash_point
+from litops.core.faults import crash_point, nan_point
 from litops.core.model import LiTModel
 from litops.core.progress import start as start_progress
 from litops.train import distributed  # DDP under torchrun (no-op in one process)
 from litops.train.checkpointing import Checkpointer
 from litops.train.data_stream import check_cursor, open_train_stream
+from litops.train.divergence import DivergenceWatch
 from litops.train.logger import MetricLogger
 from litops.train.step import Stepper
 
@@ -74,13 +75,11 @@ def warmup_cosine(warmup: int, total: int):
     return factor
 
 
-def step_metrics(loss: float, grad_norm: float | None, model: LiTModel, scheduler, samples_per_s: float) -> dict:
-    metrics = {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
-               "train/logit_scale": model.logit_scale.detach().exp().item(),
-               "train/logit_bias": model.logit_bias.detach().item(), "train/samples_per_s": samples_per_s}
-    if grad_norm is not None:
-        metrics["train/grad_norm"] = grad_norm
-    return metrics
+def step_metrics(loss: torch.Tensor, grad_norm: torch.Tensor, model: LiTModel, scheduler, samples_per_s: float) -> dict:
+    return {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
+            "train/logit_scale": model.logit_scale.detach().exp().item(),
+            "train/logit_bias": model.logit_bias.detach().item(), "train/samples_per_s": samples_per_s,
+            "train/grad_norm": grad_norm.item()}
 
 
 def train(cfg: LitopsConfig, dataset_dir: str | Path, ckpt_dir: Path, logger: MetricLogger, mirror=None,
@@ -112,24 +111,30 @@ def train(cfg: LitopsConfig, dataset_dir: str | Path, ckpt_dir: Path, logger: Me
     step = Stepper(cfg, model, forward, optimizer, scheduler, ddp, device, bf16)
 
     model.train()
-    loss, seen, t0 = float("nan"), 0, time.perf_counter()
-    bar = start_progress("train", tc.steps, unit="step", initial=start, silent=not ddp.is_main)
-    for batch in data.batches(start, tc.steps, ddp.rank, ddp.world):
-        loss, grad_norm = step(batch)
-        seen, done = seen + data.global_batch, batch.step + 1
-        if ddp.is_main and (done % LOG_EVERY == 0 or done == tc.steps):  # rank 0 logs
-            logger.log_metrics(step_metrics(loss, grad_norm, model, scheduler, seen / (time.perf_counter() - t0)), done)
-        if checkpoints.due(done):
-            checkpoints.save(done, model, optimizer, scheduler, data.cursor(done))
-        crash_point(f"after_step_{done}")
-        bar.update(1, loss=f"{loss:.3f}")
-    bar.close()
+    loss, seen, t0 = torch.tensor(float("nan")), 0, time.perf_counter()
+    watch = DivergenceWatch(device)
+    with start_progress("train", tc.steps, unit="step", initial=start, silent=not ddp.is_main) as bar:
+        for batch in data.batches(start, tc.steps, ddp.rank, ddp.world):
+            nan_point(f"nan_loss_at_step_{batch.step + 1}", model.logit_scale)
+            loss, grad_norm = step(batch)
+            seen, done = seen + data.global_batch, batch.step + 1
+            watch.record(done, loss, grad_norm)
+            logs, shown = done % LOG_EVERY == 0 or done == tc.steps, {}
+            watch.check(boundary=logs or done % tc.checkpoint_every == 0)  # the same steps on every rank
+            if ddp.is_main and logs:  # rank 0 logs
+                metrics = step_metrics(loss, grad_norm, model, scheduler, seen / (time.perf_counter() - t0))
+                logger.log_metrics(metrics, done)
+                shown = {"loss": f"{metrics['train/loss']:.3f}"}
+            if checkpoints.due(done):
+                checkpoints.save(done, model, optimizer, scheduler, data.cursor(done))
+            crash_point(f"after_step_{done}")
+            bar.update(1, **shown)
     ddp.report_weights(model)  # every rank prints its weights' digest (they must agree)
     resumed_from = resumed[0] if resumed else None
     if not ddp.is_main:  # rank 0 alone exports and reports the result
-        return TrainResult(str(ckpt_dir / "model.pt"), tc.steps, resumed_from, loss, 0.0)
+        return TrainResult(str(ckpt_dir / "model.pt"), tc.steps, resumed_from, loss.item(), 0.0)
     if tc.steps == 0 and not resumed:  # nothing trained: still export the initial weights
         checkpoints.save(0, model, optimizer, scheduler, data.cursor(0))
     model_path, steps = checkpoints.export()
     elapsed = time.perf_counter() - t0
-    return TrainResult(str(model_path), steps, resumed_from, loss, seen / elapsed if seen else 0.0)
+    return TrainResult(str(model_path), steps, resumed_from, loss.item(), seen / elapsed if seen else 0.0)

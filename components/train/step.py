@@ -40,18 +40,21 @@ class Stepper:
         images = augment(batch.images, tc.augment, batch.step, tc.seed)
         return self.model.image_tower.preprocess(images.to(self.device)), tokens, None
 
-    def __call__(self, batch: StreamBatch) -> tuple[float, float | None]:
-        """(loss, gradient norm before clipping or None) of one step on this rank's batch."""
+    def __call__(self, batch: StreamBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, gradient norm before clipping) of one step on this rank's batch, left on the device:
+        reading them would make the host wait for the GPU every step."""
         tc = self.cfg.train
         pixels, tokens, features = self.inputs(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss_fn = functools.partial(self.loss_fn, groups=self.caption_groups(batch))
         loss = gradcache.train_step(self.forward, self.model, pixels, tokens, features, loss_fn,
                                     tc.micro_batch_size, self.bf16)
-        params = self.model.parameters()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip > 0 else None
+        if tc.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        else:  # still measured: a finite loss can give a non-finite update, which must not be checkpointed
+            grad_norm = torch.nn.utils.get_total_norm(p.grad for p in self.model.parameters() if p.grad is not None)
         self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
             self.model.logit_scale.clamp_(max=math.log(100.0))
-        return loss.item(), None if grad_norm is None else float(grad_norm)
+        return loss, grad_norm
