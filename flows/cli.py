@@ -217,7 +217,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if command == "promote":
         return do.component("register", ["promote", "--version", str(args.version)], args.overrides)
     if command == "rollback":
-        return do.component("register", ["rollback"], args.overrides)
+        return do.rollback(args.overrides)
     if command == "models":
         return do.models(args.format, args.overrides)
     if command == "k8s render-job":

@@ -183,6 +183,8 @@ def _flow_run(cfg) -> Outcome:
         outcome.summary = run_flow(outcome.overrides)
     except Exception as e:
         outcome.error = e
+    gate = outcome.summary.get("gate_metrics", {})
+    outcome.primary_metric = gate.get("primary", outcome.primary_metric)  # `auto` as the run resolved it
     return outcome
 
 
@@ -191,17 +193,19 @@ def run_flow(overrides: list[str]) -> dict[str, Any]:
     from pathlib import Path
 
     from litops.flows.cli_commands import prepare_env
+    from litops.flows.gate_preflight import check_gate_metrics
     from litops.flows.run_lock import model_lock
 
     cfg = load_config(overrides)  # fail fast, before Prefect starts
+    check_gate_metrics(cfg)  # a gate metric the user's data cannot give, too
     with model_lock(Path(cfg.home), cfg.registry.model_name):
         prepare_env(cfg.home)
-        from litops.flows.launcher import prestart_warm_server, quiet_component_failures
+        from litops.flows.launcher import prestart_step_server, quiet_component_failures
         from litops.flows.retrain import retrain
 
         quiet_component_failures()
         if cfg.launcher.kind == "local":
-            prestart_warm_server()
+            prestart_step_server()
         return retrain(overrides=overrides)
 
 
@@ -219,9 +223,9 @@ def print_run_summary(summary: dict) -> None:
         return
     resumed = " (gate resumed: an interrupted run had registered it)" if summary.get("resumed") else ""
     m = summary.get("metrics", {})
+    gate = summary["gate_metrics"]
     print(f"\nversion {summary['version']}: {status.upper()} ({summary.get('reason', '')}){resumed}")
-    print("  " + "  ".join(f"{k}={m[k]:.3f}" for k in ("zeroshot_top1", "retrieval_i2t_r1", "retrieval_t2i_r1",
-                                                       "compositional_acc") if k in m))
+    print("  " + "  ".join(f"{k}={m[k]:.3f}" for k in [gate["primary"], *gate["guards"]] if k in m))
 
 
 def _report_sweep(outcomes: list[Outcome]) -> int:

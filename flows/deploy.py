@@ -61,7 +61,8 @@ def deploy(cfg: LitopsConfig, overrides: list[str], apply_only: bool = False):
     print(f"serving '{full_name}' on {url}\n"
           f"  cron '{cfg.schedule.cron}' ({cfg.schedule.timezone}), and on new data (`litops data add`)\n"
           f"  one run at a time; run now: PREFECT_API_URL={url} prefect deployment run '{full_name}'\n"
+          f"  a run silent for {cfg.schedule.crashed_after_seconds} s (its process died) is marked Crashed\n"
           f"  Ctrl-C (or SIGTERM) stops serving and pauses the schedule", flush=True)
-    cancelled = serve_until_stopped(deployment)
+    cancelled = serve_until_stopped(deployment, cfg.schedule.heartbeat_seconds, cfg.schedule.crashed_after_seconds)
     note = f"; cancelled {len(cancelled)} unfinished run(s): {', '.join(cancelled)}" if cancelled else ""
     print(f"stopped serving '{full_name}': schedule paused{note}; `litops deploy` resumes it", flush=True)

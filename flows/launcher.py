@@ -8,6 +8,7 @@ a component. Any launcher streams the job's log lines to a callback, draws its p
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from litops.core import progress
+from litops.core import process_start, progress
 from litops.core.component_cli import RESULT_PREFIX, is_error_line, parse_result
 from litops.flows.progress import ProgressRenderer
 
@@ -33,6 +34,7 @@ class JobSpec:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     gpus: int = 0
+    light: bool = False  # imports neither torch nor much of MLflow: need not wait for a warm start
 
 
 @dataclass
@@ -114,34 +116,35 @@ class OutputRelay:
         self.renderer.close()
 
 
-def warm_start_enabled(python: str = sys.executable) -> bool:
-    return python == sys.executable and sys.platform == "linux" and os.environ.get("LITOPS_WARM_START", "1") != "0"
+_step_server = None
 
 
-def prestart_warm_server() -> None:
-    """Begin the warm server's imports now (they overlap Prefect's start) when local steps will use it."""
-    if warm_start_enabled():
-        from litops.flows import warm_start
+def step_server() -> "process_start.StepServer":
+    """This flow process's step server (litops.core.process_start), started on first use."""
+    global _step_server
+    if _step_server is None:
+        _step_server = process_start.StepServer()
+        atexit.register(_step_server.stop)
+    return _step_server
 
-        warm_start.prestart()
 
-
-# Steps that import neither torch nor much of MLflow: while the warm server is still importing
-# (~10 s), they are exec'd at once (1-3 s) rather than wait for it; an up-to-date run needs no more.
-LIGHT_STEPS = {("data", "version"), ("register", "lookup")}
+def prestart_step_server() -> None:
+    """Begin the server's imports now (they overlap Prefect's start) when local steps will use it."""
+    if process_start.server_enabled():
+        step_server()
 
 
 class LocalProcessLauncher:
     """Runs `python -m litops.<component> ARGS` as a child process of the flow.
 
-    warm (the default on Linux with this interpreter): the child is forked from a server that has
-    already imported torch and MLflow (flows/warm_start.py); otherwise a fresh interpreter is exec'd.
+    warm (the default on Linux with this interpreter): the child is forked from a step server that
+    has already imported torch and MLflow (litops.core.process_start); otherwise a fresh interpreter.
     """
 
     def __init__(self, python: str = sys.executable, extra_env: dict[str, str] | None = None, warm: bool | None = None):
         self.python = python
         self.extra_env = extra_env or {}
-        self.warm = warm_start_enabled(python) if warm is None else warm
+        self.warm = process_start.server_enabled(python) if warm is None else warm
 
     def command(self, spec: JobSpec) -> list[str]:
         return [self.python, "-u", "-m", f"litops.{spec.component}", *spec.args]
@@ -173,12 +176,9 @@ class LocalProcessLauncher:
 
     def _start(self, spec: JobSpec, env: dict[str, str]):
         if self.warm:
-            from litops.flows import warm_start
-
-            warm_start.prestart()
-            light = (spec.component, spec.args[0] if spec.args else "") in LIGHT_STEPS
-            if not light or warm_start.ready():
-                proc = warm_start.start(spec.component, spec.args, env)
+            server = step_server()
+            if not spec.light or server.ready():
+                proc = server.start(spec.component, spec.args, env)
                 return proc, proc.chunks()
         proc = subprocess.Popen(self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)

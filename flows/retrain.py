@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from litops.core.config import LitopsConfig, config_hash
 from litops.core.faults import crash_point, mark_flow_process
 from litops.core.workspace import Workspace, artifact_location, tracking_uri
-from litops.flows import steps
+from litops.flows import announce, steps
 from litops.flows.config import load_config, write_config
 from litops.flows.launcher import Launcher, make_launcher
 from litops.flows.run_lock import RunInProgress, model_lock
@@ -71,6 +71,7 @@ class RunContext:
     git_sha: str = "unknown"
     dataset_dir: str = ""
     data_version: str = ""
+    version: int | None = None  # the registered version, once known (a failure message names it)
 
     @property
     def model_name(self) -> str:
@@ -84,13 +85,16 @@ def new_context(cfg: LitopsConfig) -> RunContext:
                       make_launcher(cfg.launcher.kind, cfg=cfg), config_hash(cfg), StepTimer(), code_version())
 
 
-@flow(name="litops-retrain", log_prints=True)
+@flow(name="litops-retrain", log_prints=True, on_failure=[announce.run_failed], on_crashed=[announce.run_failed],
+      on_completion=[announce.run_finished])
 def retrain(overrides: list[str] | None = None) -> dict[str, Any]:
     cfg: LitopsConfig = load_config(overrides)
     ctx = new_context(cfg)
+    announce.track(ctx)
     mark_flow_process()
     with model_lock(ctx.ws.home, ctx.model_name):  # re-entered when `litops run` already holds it
         summary = {"config_hash": ctx.chash, "run_dir": str(ctx.run_dir), **_retrain_locked(ctx)}
+    summary["gate_metrics"] = {"primary": ctx.cfg.registry.primary_metric, "guards": ctx.cfg.registry.guard_metrics}
     summary["timings"] = ctx.timer.times
     get_run_logger().info(ctx.timer.table())
     return summary
@@ -101,6 +105,7 @@ def _retrain_locked(ctx: RunContext) -> dict[str, Any]:
     with ctx.timer.step("version data"):
         data = steps.version_data(ctx.launcher, ctx.cfg_path)
     ctx.dataset_dir, ctx.data_version = data["dataset_dir"], data["data_version"]
+    settle_gate_metrics(ctx)
     with ctx.timer.step("lookup"):
         lookup = steps.lookup_registered(ctx.launcher, ctx.cfg_path, ctx.data_version, ctx.chash)
     data_version = {"data_version": ctx.data_version}
@@ -112,6 +117,14 @@ def _retrain_locked(ctx: RunContext) -> dict[str, Any]:
         return data_version | {"status": "up_to_date", "version": existing}
     logger.info(f"resuming the gate of version {existing} of '{ctx.model_name}': it was registered but never gated")
     return data_version | _resume_gate(ctx, lookup)
+
+
+def settle_gate_metrics(ctx: RunContext) -> None:
+    """Before anything trains: the gate's metrics for this data (`auto` resolved; one the evaluation will
+    not report fails the run here), written into the run's config for the steps that follow."""
+    gate = steps.gate_metrics(ctx.launcher, ctx.cfg_path, ctx.dataset_dir)
+    ctx.cfg.registry.primary_metric, ctx.cfg.registry.guard_metrics = gate["primary"], gate["guards"]
+    write_config(ctx.cfg, ctx.cfg_path)
 
 
 def _train_and_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
@@ -126,13 +139,14 @@ def _train_and_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
     with ctx.timer.step("register"):
         registered = steps.register(ctx.launcher, ctx.cfg_path, trained["run_id"], trained["model_path"],
                                     ctx.data_version, ctx.chash, ctx.git_sha)
+    ctx.version = registered["version"]
     crash_point("after_register")
     return _gate(ctx, registered["version"], trained["run_id"], evaluation, lookup)
 
 
 def _resume_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the registered version from the registry (its model file may be gone) and gate it."""
-    version = lookup["version"]
+    version = ctx.version = lookup["version"]
     if lookup.get("champion_version") == version:  # a killed gate moved the alias already: only finish it
         lookup = {**lookup, "champion_version": None, "champion_uri": None}
     evaluation = _evaluate(ctx, lookup["model_uri"], lookup["train_run_id"], lookup)
@@ -157,6 +171,7 @@ def _gate(ctx: RunContext, version: int, run_id: str, evaluation: dict[str, Any]
     create_markdown_artifact(markdown=decision["markdown"], key=gate_markdown_key(ctx.model_name),
                              description=f"Promotion gate for {ctx.model_name} v{version}")
     get_run_logger().info(("PROMOTED" if decision["promoted"] else "NOT PROMOTED") + f": {decision['reason']}")
+    announce.gate_decided(ctx, version, run_id, decision, metrics)
     return {"status": "promoted" if decision["promoted"] else "rejected", "version": version,
             "champion_version": decision.get("champion_version"), "run_id": run_id,
             "metrics": metrics["challenger"], "reason": decision["reason"]}

@@ -10,10 +10,14 @@ resuming the deployment does not fire a backlog.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import asyncio
 import logging
 import signal
 from typing import Any
+
+from litops.flows.crash_watch import watch_for_crashes
 
 ACTIVE_STATES = ("RUNNING", "PENDING", "SCHEDULED")
 
@@ -32,11 +36,12 @@ def _quiet_runner_logs() -> None:
         logger.addFilter(_DropQueuedNotices())
 
 
-async def _serve(deployment: Any) -> list[str]:
+async def _serve(deployment: Any, heartbeat_seconds: int, crashed_after_seconds: int) -> list[str]:
     from prefect.runner import Runner
 
-    runner = Runner(pause_on_shutdown=True)
+    runner = Runner(pause_on_shutdown=True, heartbeat_seconds=heartbeat_seconds)
     deployment_id = await runner.aadd_deployment(deployment)
+    await watch_for_crashes(deployment_id, deployment.name, crashed_after_seconds)
     serving = asyncio.create_task(runner.start())
     await asyncio.sleep(0)  # runner.start() installs Prefect's own SIGTERM handler first; ours replaces it
     stop = asyncio.Event()
@@ -59,7 +64,6 @@ async def _cancel_leftovers(deployment_id: Any) -> list[str]:
                                                 FlowRunFilterState, FlowRunFilterStateType)
     from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelled
-    from prefect.types._datetime import now
 
     cancelled = []
     async with get_client() as client:
@@ -69,7 +73,7 @@ async def _cancel_leftovers(deployment_id: Any) -> list[str]:
                 type=FlowRunFilterStateType(any_=[StateType(s) for s in ACTIVE_STATES]))))
         for run in runs:
             queued_for_later = run.state_type == StateType.SCHEDULED and run.state_name == "Scheduled" \
-                and run.expected_start_time and run.expected_start_time > now("UTC")
+                and run.expected_start_time and run.expected_start_time > datetime.now(timezone.utc)
             if queued_for_later:  # future cron runs: the paused schedule already owns them
                 continue
             await client.set_flow_run_state(run.id, Cancelled(message="litops deploy stopped"), force=True)
@@ -77,7 +81,10 @@ async def _cancel_leftovers(deployment_id: Any) -> list[str]:
     return cancelled
 
 
-def serve_until_stopped(deployment: Any) -> list[str]:
-    """Serve until SIGINT/SIGTERM; returns the names of the runs cancelled on the way out."""
+def serve_until_stopped(deployment: Any, heartbeat_seconds: int, crashed_after_seconds: int) -> list[str]:
+    """Serve until SIGINT/SIGTERM; returns the names of the runs cancelled on the way out.
+
+    Its runs send a heartbeat every `heartbeat_seconds`; one silent for `crashed_after_seconds` is
+    marked Crashed (flows/crash_watch.py)."""
     _quiet_runner_logs()
-    return asyncio.run(_serve(deployment))
+    return asyncio.run(_serve(deployment, heartbeat_seconds, crashed_after_seconds))

@@ -27,9 +27,10 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 TRANSIENT = dict(retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_unless_user_error, cache_policy=NO_CACHE)
 
 
-def run_component(launcher: Launcher, name: str, component: str, args: list[str], gpus: int = 0) -> dict[str, Any]:
+def run_component(launcher: Launcher, name: str, component: str, args: list[str], gpus: int = 0,
+                  light: bool = False) -> dict[str, Any]:
     logger = get_run_logger()
-    job = launcher.run(JobSpec(name=name, component=component, args=args, gpus=gpus), log=logger.info)
+    job = launcher.run(JobSpec(name=name, component=component, args=args, gpus=gpus, light=light), log=logger.info)
     if job.result is None:
         raise ComponentFailed(JobSpec(name, component, args), job.exit_code, job.log_tail, "no LITOPS_RESULT line")
     return job.result
@@ -37,14 +38,23 @@ def run_component(launcher: Launcher, name: str, component: str, args: list[str]
 
 @task(name="version-data", **TRANSIENT)
 def version_data(launcher: Launcher, cfg_path: Path) -> dict[str, Any]:
-    return run_component(launcher, "data-version", "data", ["version", "--config", str(cfg_path)])
+    return run_component(launcher, "data-version", "data", ["version", "--config", str(cfg_path)], light=True)
+
+
+@task(name="gate-metrics", **TRANSIENT)
+def gate_metrics(launcher: Launcher, cfg_path: Path, dataset_dir: str) -> dict[str, Any]:
+    """The metrics the gate will decide on for this dataset and eval.suites (`auto` resolved), before
+    training; one the evaluation will not report is a config error, not retried."""
+    return run_component(launcher, "register-gate-metrics", "register",
+                         ["gate-metrics", "--config", str(cfg_path), "--dataset-dir", dataset_dir], light=True)
 
 
 @task(name="lookup-registered", **TRANSIENT)
 def lookup_registered(launcher: Launcher, cfg_path: Path, data_version: str, config_hash: str) -> dict[str, Any]:
     """The version already trained on this data + config (if any, and whether it was gated), and the champion."""
     return run_component(launcher, "register-lookup", "register",
-                         ["lookup", "--config", str(cfg_path), "--data-version", data_version, "--config-hash", config_hash])
+                         ["lookup", "--config", str(cfg_path), "--data-version", data_version, "--config-hash", config_hash],
+                         light=True)
 
 
 @task(name="train", retries=1, retry_delay_seconds=3, retry_condition_fn=_retry_unless_user_error, cache_policy=NO_CACHE)

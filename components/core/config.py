@@ -88,6 +88,7 @@ class TrainConfig:
     warmup_steps: int = 40
     grad_clip: float = 1.0
     checkpoint_every: int = 50
+    log_every: int = 10  # steps between logged metrics (and the loader's/model's time split)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # 0: torch default
@@ -127,11 +128,13 @@ class EvalConfig:
 @dataclass
 class RegistryConfig:
     model_name: str = "lit-embedded"
-    primary_metric: str = "zeroshot_top1"
+    # auto: zeroshot_top1 where the dataset has classes (the embedded benchmark), else retrieval_mean_r1;
+    # guards auto: those of retrieval_i2t_r1, retrieval_t2i_r1, compositional_acc the data gives
+    # (litops.register.gate_metrics). A metric named that the evaluation will not report stops the run
+    # before training.
+    primary_metric: str = "auto"
     min_improvement: float = 0.005
-    guard_metrics: list[str] = field(
-        default_factory=lambda: ["retrieval_i2t_r1", "retrieval_t2i_r1", "compositional_acc"]
-    )
+    guard_metrics: list[str] = field(default_factory=lambda: ["auto"])
     guard_tolerance: float = 0.02
     absolute_floor: float = 0.3
 
@@ -196,6 +199,10 @@ class StorageConfig:
     prefix: str = "litops"
     endpoint_url: str = ""  # S3-compatible endpoint (MinIO); empty: AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL / AWS
     region: str = "us-east-1"
+    # transient S3 faults (503, resets, timeouts) are retried with backoff by botocore: attempts per
+    # request, the first included, and its retry mode (adaptive also slows down a throttled client)
+    max_attempts: int = 8
+    retry_mode: str = "standard"
 
 
 @dataclass
@@ -203,6 +210,19 @@ class ScheduleConfig:
     cron: str = "0 3 * * *"
     deployment_name: str = "nightly"
     timezone: str = "UTC"
+    heartbeat_seconds: int = 30  # a served run's heartbeat; Prefect's minimum is 30
+    crashed_after_seconds: int = 90  # a served run silent this long is marked Crashed (flows/crash_watch.py)
+
+
+@dataclass
+class NotifyConfig:
+    """Where gate decisions, failed runs and rollbacks are announced (flows/notify.py).
+
+    `webhook_url` names where the URL is kept, never the URL itself: the config is written to every
+    run folder and logged as MLflow params, and a webhook URL is a credential."""
+
+    webhook_url: str = "env:LITOPS_WEBHOOK_URL"  # env:VAR | block:NAME (a Prefect Secret block) | "" (off)
+    format: str = "json"  # json: litops's own fields | slack: an incoming-webhook payload (text + blocks)
 
 
 @dataclass
@@ -219,6 +239,7 @@ class LitopsConfig:
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
 
 # Sections whose values change the trained weights; their hash names a training run.
@@ -274,7 +295,9 @@ CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "launcher.kind": ("local", "kubernetes"),
     "storage.kind": ("local", "s3"),
+    "storage.retry_mode": ("standard", "adaptive"),
     "kubernetes.image_pull_policy": ("Always", "IfNotPresent", "Never"),
+    "notify.format": ("json", "slack"),
 }
 
 
@@ -290,7 +313,7 @@ def validate(cfg: LitopsConfig) -> LitopsConfig:
         minimum = 0 if name == "steps" else 1
         if getattr(getattr(cfg, section), name) < minimum:
             raise ConfigError(f"config key '{key}' must be >= {minimum}")
-    for key in ("train.nodes",):
+    for key in ("train.nodes", "storage.max_attempts"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise ConfigError(f"config key '{key}' must be >= 1")
@@ -316,9 +339,15 @@ def validate(cfg: LitopsConfig) -> LitopsConfig:
         if t.effect not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
             raise ConfigError(f"config key 'kubernetes.tolerations[{i}].effect' must be one of NoSchedule, "
                               f"PreferNoSchedule, NoExecute (or empty); got {t.effect!r}")
+    if cfg.schedule.heartbeat_seconds < 30:
+        raise ConfigError("config key 'schedule.heartbeat_seconds' must be >= 30 (Prefect's minimum)")
+    if cfg.schedule.crashed_after_seconds < 2 * cfg.schedule.heartbeat_seconds:
+        raise ConfigError("config key 'schedule.crashed_after_seconds' must be at least twice "
+                          "schedule.heartbeat_seconds, so one late heartbeat is no crash")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
         raise ConfigError("config key 'data.max_bad_fraction' must be within [0, 1]")
     validate_suites(cfg.eval.suites)
+    validate_webhook_reference(cfg.notify.webhook_url)
     return cfg
 
 
@@ -350,6 +379,16 @@ def validate_suites(suites: list[SuiteConfig]) -> None:
             raise ConfigError(f"config key '{key}.triples' must name a JSON-lines file of triples (suite {suite.name!r})")
 
 
+def validate_webhook_reference(reference: str) -> None:
+    """env:VAR or block:NAME; the error never echoes the value, which may be the secret URL itself."""
+    import re
+
+    if reference and not re.fullmatch(r"(env|block):[A-Za-z0-9_.-]+", reference):
+        raise ConfigError("config key 'notify.webhook_url' must say where the webhook URL is kept: env:VAR or "
+                          "block:NAME (a Prefect Secret block), not the URL itself (the config is written to run "
+                          "folders and MLflow params)")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
@@ -361,7 +400,10 @@ def load_json(path: str) -> LitopsConfig:
 
 # Keys inside those sections that change how fast, not what, is trained: a different worker
 # count must not make a new training run (and leaves the hashes of existing versions as they were).
-NOT_HASHED = {"data": ("workers", "cache_dir", "cache_limit")}
+# Keys that never change the trained weights: cadences, thread and reader counts, the node cache.
+# Changing one resumes the same training run instead of starting a new one.
+NOT_HASHED = {"data": ("workers", "cache_dir", "cache_limit"),
+              "train": ("checkpoint_every", "log_every", "num_threads")}
 
 BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from litops.core.s3_retries import naming
+
 if TYPE_CHECKING:  # shard_index imports webdataset, hence torch: seconds a data command need not wait
     from litops.core.shard_index import StorageOptions
 
@@ -65,7 +67,8 @@ class DatasetRoot:
 
     def exists(self) -> bool:
         if self.on_s3:
-            return bool(self.fs().exists(self._key()))
+            with naming(self.root):
+                return bool(self.fs().exists(self._key()))
         return Path(self.root).is_dir()
 
     def listing(self, folder: str = "") -> list[Listed]:
@@ -73,7 +76,8 @@ class DatasetRoot:
         prefix = f"{folder}/" if folder else ""
         if self.on_s3:
             try:
-                found = self.fs().ls(self._key(folder), detail=True, refresh=True)
+                with naming(self.url(folder) if folder else self.root):
+                    found = self.fs().ls(self._key(folder), detail=True, refresh=True)
             except FileNotFoundError:
                 return []
             base = self._key(folder).rstrip("/") + "/"
@@ -92,7 +96,8 @@ class DatasetRoot:
         """A small file's bytes; None when it does not exist."""
         try:
             if self.on_s3:
-                return self.fs().cat_file(self._key(name))
+                with naming(self.url(name)):
+                    return self.fs().cat_file(self._key(name))
             return (Path(self.root) / name).read_bytes()
         except FileNotFoundError:
             return None
@@ -100,7 +105,8 @@ class DatasetRoot:
     def write_bytes(self, name: str, data: bytes) -> None:
         """Replace `name` as a whole: one PUT on S3, a rename of a finished temporary file locally."""
         if self.on_s3:
-            self.fs().pipe_file(self._key(name), data)
+            with naming(self.url(name)):
+                self.fs().pipe_file(self._key(name), data)
             return
         path = Path(self.root) / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +122,7 @@ class DatasetRoot:
             return open(Path(self.root) / name, "rb"), "", ""
         fs = self.fs()
         fs.invalidate_cache(self._key(name))  # a listing's cached entry has no VersionId: ask the object
-        f = fs.open(self._key(name), "rb", block_size=READ_BLOCK, cache_type="readahead")
+        with naming(self.url(name)):
+            f = fs.open(self._key(name), "rb", block_size=READ_BLOCK, cache_type="readahead")
         version = f.details.get("VersionId") or ""
         return f, strip_etag(f.details.get("ETag")), "" if version == "null" else version

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from litops.core.dataset_files import DatasetRoot, is_s3
+from litops.core.s3_retries import naming
 from litops.core.shard_offsets import ManifestError, SampleVisitor, index_stream, offsets_bytes, parse_offsets
 from litops.core.shard_offsets import read_offsets as read_local_offsets
 from litops.core.shard_offsets import read_sample, sample_at  # noqa: F401 - part of this module's API
@@ -140,7 +141,7 @@ def index_shard(url: str, storage: StorageOptions | None = None, name: str | Non
     parent, _, base = url.rstrip("/").rpartition("/")
     where = DatasetRoot(parent or ".", storage)
     f, etag, version_id = where.open_stream(base)
-    with f:
+    with f, naming(url):  # s3fs reads the body block by block, each read retried (litops.core.s3_retries)
         found = index_stream(f, url, on_sample)
     return ShardEntry(name or base, found.samples, found.size, found.sha256, etag, version_id), found.offsets
 

@@ -17,9 +17,11 @@ downloaded at most once per cache folder however many processes ask at the same 
   on POSIX, but a path handed out and not yet opened can go: the limit should hold at least the
   shards a node has open at once (ranks x readers x open shards per reader).
 
-Memory is bounded: downloads stream to disk (boto3's transfer manager); retries are botocore's
-(`standard` mode) and the transfer manager's, never a loop here. Lock files (empty) are kept:
-deleting a lock file while a process waits on it would let two processes download at once.
+Memory is bounded: downloads stream to disk (boto3's transfer manager). Retries are botocore's
+(`standard` mode, `storage.max_attempts` per request) and the transfer manager's, which requests a
+body cut short again; never a loop here (litops.core.s3_retries). A fault that outlives them fails
+with one line naming the shard. Lock files (empty) are kept: deleting a lock file while a process
+waits on it would let two processes download at once.
 """
 
 from __future__ import annotations
@@ -39,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from litops.core.component_cli import UserError
+from litops.core.s3_retries import unavailable
 from litops.core.shard_index import S3_SCHEME, StorageOptions, is_s3
-
-RETRIES = {"mode": "standard", "max_attempts": 8}
 
 
 class ShardChangedError(UserError, ValueError):
@@ -203,12 +204,7 @@ class ShardCache:
         state = self._process()
         with state.lock:
             if state.client is None:
-                import boto3
-                from botocore.config import Config
-
-                state.client = boto3.session.Session().client(
-                    "s3", endpoint_url=self.storage.endpoint_url, region_name=self.storage.region,
-                    config=Config(retries=RETRIES))
+                state.client = self.storage.client()
             return state.client
 
     def _download(self, url: str, size: int, etag: str, version_id: str, path: Path) -> None:
@@ -233,7 +229,11 @@ class ShardCache:
             if code in ("404", "NoSuchKey", "NoSuchVersion"):
                 gone = f"version {version_id} no longer exists" if version_id else "it no longer exists"
                 raise _changed(url, [gone]) from e
-            raise OSError(f"cannot download {url}: {e}") from e
+            raise unavailable(url, e) or OSError(f"cannot download {url}: {e}") from e
+        except Exception as e:
+            if (failure := unavailable(url, e)) is None:
+                raise
+            raise failure from e
         finally:
             Path(tmp).unlink(missing_ok=True)  # gone after the rename; never keep a partial or mismatched copy
         self._touch(path)

@@ -22,27 +22,33 @@ from typing import Any, BinaryIO, Iterator
 
 from webdataset.tariterators import base_plus_ext
 
+from litops.core.s3_retries import S3Retries, naming
+
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 S3_SCHEME = "s3://"
 
 
 @dataclass(frozen=True)
 class StorageOptions:
-    """How to reach `s3://` URLs: the configured endpoint and region; credentials come from the environment."""
+    """How to reach `s3://` URLs: the configured endpoint, region and retries (litops.core.s3_retries);
+    credentials come from the environment."""
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
+    retries: S3Retries = S3Retries()
 
     @classmethod
     def from_config(cls, cfg) -> "StorageOptions":
         from litops.core.storage import s3_endpoint
 
-        return cls(s3_endpoint(cfg), cfg.storage.region)
+        return cls(s3_endpoint(cfg), cfg.storage.region, S3Retries.from_config(cfg))
 
     def filesystem(self):
-        import s3fs
+        return self.retries.filesystem(self.endpoint_url, self.region)
 
-        return s3fs.S3FileSystem(client_kwargs={"endpoint_url": self.endpoint_url, "region_name": self.region})
+    def client(self):
+        """A boto3 S3 client with the same endpoint, region and retries."""
+        return self.retries.client(self.endpoint_url, self.region)
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,8 @@ def open_shard(url: str, storage: StorageOptions | None = None) -> BinaryIO:
     """A seekable binary file: the local file, or an S3 shard's bytes held in memory."""
     if is_s3(url):
         fs = (storage or StorageOptions()).filesystem()
-        return io.BytesIO(fs.cat_file(url[len(S3_SCHEME):]))
+        with naming(url):
+            return io.BytesIO(fs.cat_file(url[len(S3_SCHEME):]))
     return open(url, "rb")
 
 

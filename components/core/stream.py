@@ -19,6 +19,7 @@ permutations and the batches in flight; never a whole shard, never the dataset.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import math
 import sys
@@ -36,6 +37,7 @@ from litops.core.sample_order import SampleOrder, Slot, rank_slots, reader_of
 from litops.core.manifest import sample_at
 from litops.core.shard_index import (SampleMembers, ShardMemo, StorageOptions, count_samples, index_members, is_s3,
                                      read_member, split_urls)
+from litops.core.process_start import reader_context
 from litops.core.shards import decode_image, preload_jpeg_decoder
 
 
@@ -51,6 +53,11 @@ class StreamBatch:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def pin_memory(self) -> "StreamBatch":
+        """Page-locked copies of the tensors: their copy to a GPU can overlap compute (non_blocking)."""
+        pinned = {k: getattr(self, k).pin_memory() for k in ("images", "features") if getattr(self, k) is not None}
+        return dataclasses.replace(self, **pinned)
 
 
 @dataclass(frozen=True)
@@ -254,10 +261,11 @@ def merge_pieces(pieces: list[StreamBatch]) -> StreamBatch:
     return StreamBatch(pieces[0].step, listed("keys"), listed("captions"), placed("images"), placed("features"), metas)
 
 
-def load_steps(stream: StepStream, workers: int) -> Iterator[StreamBatch]:
-    """The rank's batches in step order, read by `workers` reader processes (0: in this process)."""
+def load_steps(stream: StepStream, workers: int, pin: bool = False) -> Iterator[StreamBatch]:
+    """The rank's batches in step order, read by `workers` reader processes (0: in this process);
+    `pin`: in page-locked memory (a CUDA device)."""
     if workers <= 0 or len(stream) == 0:
-        yield from stream
+        yield from (batch.pin_memory() if pin else batch for batch in stream)
         return
     stream.readers = workers
     pieces = reader_loader(stream, workers)
@@ -265,7 +273,8 @@ def load_steps(stream: StepStream, workers: int) -> Iterator[StreamBatch]:
         step = [piece for _, piece in zip(range(workers), pieces)]
         if not step:
             return
-        yield merge_pieces(step)
+        batch = merge_pieces(step)
+        yield batch.pin_memory() if pin else batch
 
 
 class PassStream(IterableDataset):
@@ -292,10 +301,10 @@ class PassStream(IterableDataset):
             yield self.source.batch(b, [self.locate(p) for p in positions])
 
 
-def load(stream: IterableDataset, workers: int) -> Iterator[StreamBatch]:
+def load(stream: IterableDataset, workers: int, pin: bool = False) -> Iterator[StreamBatch]:
     """A stream's batches in step order, read by `workers` reader processes (0: in this process)."""
     if isinstance(stream, StepStream):
-        return load_steps(stream, workers)
+        return load_steps(stream, workers, pin)
     workers = min(workers, len(stream))
     if workers <= 0:
         return iter(stream)
@@ -306,60 +315,7 @@ def reader_loader(dataset: IterableDataset, workers: int, prefetch: int = 4) -> 
     """A DataLoader whose `workers` processes each yield whole items (batches or chunks) of `dataset`."""
     preload_jpeg_decoder()  # once here, not once per forked reader
     return iter(DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=prefetch,
-                           multiprocessing_context=reader_context(), worker_init_fn=forget_parent_exit_hooks))
-
-
-def forget_parent_exit_hooks(worker_id: int) -> None:
-    """A forked reader inherits the parent's thread-exit hooks (Prefect registers some for its
-    service threads); run at the reader's exit, they fail for threads it never had, and the
-    reader dies with code 1 and no message. The reader has no threads of its own to stop."""
-    import threading
-
-    hooks = getattr(threading, "_threading_atexits", None)
-    if isinstance(hooks, list):
-        hooks.clear()
-
-
-FORK_HAZARDS: list[str] = []  # why readers must not fork from this process
-
-
-def avoid_forking_readers(reason: str) -> None:
-    """Readers start from a forkserver from now on: a reader forked after boto3 had run here
-    hung a resumed training pod (tests/storage/test_preemption_resume.py)."""
-    FORK_HAZARDS.append(reason)
-
-
-def reader_context():
-    """fork when this process runs no other thread: a component started by the flow's forkserver
-    inherits "forkserver" as its default, which would start each reader as a fresh interpreter
-    (seconds of imports per pass). With other threads alive (MLflow's async logging, boto3's
-    transfer pool) a fork can copy a lock mid-use and hang the reader: then a forkserver, started
-    once per process with the reader's imports preloaded."""
-    import multiprocessing
-    import threading
-
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1 and not FORK_HAZARDS:
-        return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["torch", "litops.core.stream", "torchvision.io"])
-        short_socket_folder()
-        return context
-    return None
-
-
-def short_socket_folder() -> None:
-    """The forkserver's socket lives in multiprocessing's temp folder; under a long TMPDIR its path
-    exceeds the 107 bytes an AF_UNIX address allows, so use a folder under /tmp then."""
-    import multiprocessing.process
-    import multiprocessing.util
-    import tempfile
-
-    config = multiprocessing.process.current_process()._config
-    if config.get("tempdir") is None and len(tempfile.gettempdir()) > 60 and Path("/tmp").is_dir():
-        config["tempdir"] = tempfile.mkdtemp(prefix="pymp-", dir="/tmp")
-        multiprocessing.util.Finalize(None, __import__("shutil").rmtree, args=[config["tempdir"]], exitpriority=-100)
+                           multiprocessing_context=reader_context()))
 
 
 def shard_counts(urls: list[str], storage: StorageOptions | None = None, memo_path: Path | None = None) -> list[int]:

@@ -27,6 +27,7 @@ from litops.core.config import LitopsConfig
 from litops.core.dataset_files import DatasetRoot
 from litops.core.manifest import (MANIFEST_NAME, DatasetManifest, ShardEntry, index_shard, read_manifest, write_manifest,
                                   write_offsets)
+from litops.core.s3_retries import naming
 from litops.core.shard_offsets import offsets_bytes
 from litops.core.workspace import Workspace
 
@@ -164,7 +165,8 @@ def verify_in_place(dataset_dir: str | Path, storage: StorageOptions | None = No
         for e in entries:
             url = manifest.url(e)
             try:
-                info = fs.info(url[len("s3://"):], refresh=True)
+                with naming(url):
+                    info = fs.info(url[len("s3://"):], refresh=True)
             except FileNotFoundError:
                 raise UserError(f"{url} is gone from the bucket (this data version needs it)") from None
             etag, size = str(info.get("ETag") or "").strip('"'), int(info.get("size") or 0)

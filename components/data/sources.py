@@ -12,6 +12,7 @@ small picklable records: a worker process opens one with `unit_entries`.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from typing import Iterator
 from braceexpand import braceexpand
 
 from litops.core.component_cli import UserError
+from litops.core.s3_retries import S3Retries, unavailable
 from litops.core.storage import s3_endpoint
 
 from . import shards
@@ -41,6 +43,7 @@ class Unit:
     key: str = ""
     endpoint: str | None = None
     region: str = ""
+    retries: S3Retries = S3Retries()
 
 
 def is_brace_pattern(spec: str) -> bool:
@@ -111,12 +114,6 @@ def _loose_units(root: Path, loose: list[Path], shard_size: int) -> list[Unit]:
 # --------------------------------------------------------------------------- S3
 
 
-def s3_client(endpoint: str | None, region: str):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint, region_name=region)
-
-
 def _split_s3(url: str) -> tuple[str, str]:
     bucket, _, key = url[len(S3_SCHEME):].partition("/")
     if not bucket:
@@ -126,8 +123,8 @@ def _split_s3(url: str) -> tuple[str, str]:
 
 def _s3_units(url: str, cfg) -> list[Unit]:
     bucket, pattern = _split_s3(url)
-    endpoint, region = s3_endpoint(cfg), cfg.storage.region
-    client = s3_client(endpoint, region)
+    endpoint, region, retries = s3_endpoint(cfg), cfg.storage.region, S3Retries.from_config(cfg)
+    client = retries.client(endpoint, region)
     if is_brace_pattern(pattern):
         keys = list(braceexpand(pattern))
         present = set(_list_keys(client, bucket, os.path.commonprefix(keys), url))
@@ -138,8 +135,8 @@ def _s3_units(url: str, cfg) -> list[Unit]:
         keys = sorted(k for k in _list_keys(client, bucket, pattern, url) if is_tar(Path(k)))
         if not keys:
             raise UserError(f"no .tar shards under {url}")
-    return [Unit(label=f"{S3_SCHEME}{bucket}/{k}", kind="s3", bucket=bucket, key=k, endpoint=endpoint, region=region)
-            for k in keys]
+    return [Unit(label=f"{S3_SCHEME}{bucket}/{k}", kind="s3", bucket=bucket, key=k, endpoint=endpoint, region=region,
+                 retries=retries) for k in keys]
 
 
 def _list_keys(client, bucket: str, prefix: str, url: str) -> list[str]:
@@ -149,7 +146,7 @@ def _list_keys(client, bucket: str, prefix: str, url: str) -> list[str]:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
     except (BotoCoreError, ClientError) as e:
-        raise UserError(f"cannot list {url}: {e}") from None
+        raise unavailable(url, e) or UserError(f"cannot list {url}: {e}") from None
 
 
 # --------------------------------------------------------------------------- reading a unit
@@ -172,13 +169,23 @@ def unit_entries(unit: Unit, ignored: list[str], scratch: Path) -> Iterator[Iter
             os.unlink(tmp)
 
 
+@functools.lru_cache(maxsize=4)
+def _client(endpoint: str | None, region: str, retries: S3Retries):
+    """One client per process and store: a boto3 session's first client loads the S3 model (~0.1-0.4 s)."""
+    return retries.client(endpoint, region)
+
+
 def _download(unit: Unit, dest: str) -> None:
+    """Retries: botocore's per request, boto3's transfer manager's for a body cut short (litops.core.s3_retries)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        s3_client(unit.endpoint, unit.region).download_file(unit.bucket, unit.key, dest)
-    except (BotoCoreError, ClientError) as e:
-        raise UserError(f"cannot download {unit.label}: {e}") from None
+        _client(unit.endpoint, unit.region, unit.retries).download_file(unit.bucket, unit.key, dest)
+    except Exception as e:
+        failure = unavailable(unit.label, e)
+        if failure is None and not isinstance(e, (BotoCoreError, ClientError)):
+            raise
+        raise failure or UserError(f"cannot download {unit.label}: {e}") from None
 
 
 def _loose_entries(root: Path, files: tuple[str, ...], ignored: list[str]) -> Iterator[Entry]:

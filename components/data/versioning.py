@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from litops.core.component_cli import UserError
+from litops.core.feature_store import features_root
 from litops.core.workspace import Workspace
 
 from .metadata import read_dataset_json
@@ -262,8 +263,8 @@ class DataRepo:
             "seconds": round(time.perf_counter() - t0, 3),
         }
 
-    def features_dir(self, dataset_name: str) -> Path:  # see litops.train.feature_cache
-        return self.root / "features" / dataset_name
+    def features_dir(self, dataset_name: str) -> Path:
+        return Path(features_root(self.root / "datasets" / dataset_name))
 
     def _add_features(self, repo: Any, dataset_name: str) -> list[str]:
         """`dvc add features/<name>` (the locked-tower feature caches that training wrote beside

@@ -44,12 +44,9 @@ from litops.core.progress import Progress, start as start_progress
 from litops.core.stream import SplitStream, StreamBatch
 
 from . import metrics as M
+from .metric_names import DATASET_JSON, SPLITS, ZEROSHOT_ATTRIBUTES
 from .suite_base import Scorer, Suite, SuiteResult
 from .suites import prefixed, prepare_suite, select_suites
-
-SPLITS = (("val", ""), ("test", "_heldout"))  # split folder, metric-name suffix
-ZEROSHOT_ATTRIBUTES = ("colour", "shape")
-DATASET_JSON = "dataset.json"
 
 
 class Embedder(Protocol):

@@ -7,7 +7,6 @@ and streams the suite's images batch by batch, so only [N, D] embeddings stay in
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,14 +97,6 @@ def read_lines(path: Path, what: str) -> list[str]:
     if not lines:
         raise UserError(f"{what} file {path} is empty")
     return lines
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def metric_word(text: str) -> str:
-    """`text` made safe inside a metric name and a file name."""
-    return _UNSAFE.sub("_", text.strip()).strip("_") or "none"
 
 
 def require_folder(path: Path, suite: str) -> None:

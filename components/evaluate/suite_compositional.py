@@ -11,7 +11,6 @@ Metrics: `compositional_acc` over all triples, `compositional_acc_<type>` per sw
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,16 +19,10 @@ import torch
 from litops.core.component_cli import UserError
 
 from . import metrics as M
-from .suite_base import Scorer, SuiteResult, metric_word, require_folder, unreadable_note
+from .metric_names import metric_word
+from .suite_base import Scorer, SuiteResult, require_folder, unreadable_note
 from .suite_images import ImageRef, scan_shards, shard_files
-
-
-@dataclass
-class Triple:
-    key: str
-    caption: str
-    swapped: str
-    type: str  # "" when the line names none
+from .triples import Triple, read_triples
 
 
 @dataclass
@@ -70,32 +63,6 @@ class CompositionalSuite:
                   "triples_scored": len(kept)}
         plot = {"accuracy": accuracy or {"all": metrics["compositional_acc"]}, "counts": per_type or {"all": len(kept)}}
         return SuiteResult(metrics, plot, counts, unreadable_note(self.name, embedded.unreadable, len(self.refs)))
-
-
-def read_triples(path: Path) -> list[Triple]:
-    """The triples of a JSON-lines file; a one-line UserError naming the file and line otherwise."""
-    if not path.is_file():
-        raise UserError(f"triples file not found: {path}")
-    triples = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read triples file {path}: {e}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError as e:
-            raise UserError(f"triples file {path} line {number}: not JSON ({e})") from None
-        fields = {k: item.get(k) for k in ("key", "caption", "swapped")} if isinstance(item, dict) else {}
-        if not fields or not all(isinstance(v, str) and v for v in fields.values()):
-            raise UserError(f"triples file {path} line {number}: needs string fields key, caption, swapped")
-        kind = item.get("type", "")
-        triples.append(Triple(fields["key"], fields["caption"], fields["swapped"], str(kind) if kind else ""))
-    if not triples:
-        raise UserError(f"triples file {path} has no triples")
-    return triples
 
 
 def prepare_compositional(suite) -> CompositionalSuite:

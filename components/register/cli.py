@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from litops.core.component_cli import UserError, emit_result
 from litops.core.config import LitopsConfig, load_json
 
-SUBCOMMANDS = ("lookup", "log", "gate", "champion", "promote", "rollback", "models")
+SUBCOMMANDS = ("gate-metrics", "lookup", "log", "gate", "champion", "promote", "rollback", "models")
 
 
 class StoreError(UserError):
@@ -30,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m litops.register", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+
+    s = sub.add_parser("gate-metrics", help="the metrics the gate will decide on for this dataset and eval.suites; "
+                                            "refuses one the evaluation will not report (no MLflow needed)")
+    s.add_argument("--config", help="resolved LitopsConfig as JSON (default: built-in defaults)")
+    s.add_argument("--dataset-dir", default=None,
+                   help="the dataset the built-in benchmark evaluates (none: suites only)")
 
     s = sub.add_parser("lookup", parents=[common], help="find a version trained on this data + config, and the champion")
     s.add_argument("--data-version", required=True)
@@ -182,9 +189,26 @@ def run_command(args: argparse.Namespace, cfg: LitopsConfig, client) -> dict[str
     raise UserError(f"unknown subcommand {cmd}")  # argparse prevents this
 
 
+def gate_metrics_for(cfg: LitopsConfig, dataset_dir: str | None) -> dict[str, Any]:
+    """The gate's metrics for this config and dataset, from the names the evaluate step will report."""
+    from litops.evaluate.metric_names import reported_metrics
+    from litops.register.gate_metrics import resolve
+
+    reported = reported_metrics(cfg, dataset_dir)
+    source = f"dataset '{Path(dataset_dir).name}'" if dataset_dir else "no dataset"
+    if cfg.eval.suites:
+        source += f" and suites {', '.join(s.name for s in cfg.eval.suites)}"
+    metrics = resolve(cfg.registry, reported, source)
+    print(metrics.line(), file=sys.stderr)
+    return {**metrics.as_dict(), "reported": reported}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config)
+    if args.command == "gate-metrics":  # before any MLflow import: it runs before training, in a second
+        emit_result(gate_metrics_for(cfg, args.dataset_dir))
+        return 0
     uri = tracking_uri_for(args, cfg)
     client = connect(uri)
 

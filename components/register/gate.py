@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from litops.core.config import RegistryConfig
+from litops.register import gate_metrics
 
 _EPS = 1e-9  # float noise: 0.715 - 0.705 must count as +0.010
 
@@ -35,10 +36,8 @@ class Decision:
 
 
 def key_metrics(cfg: RegistryConfig) -> list[str]:
-    """The primary metric first, then the guards (no duplicates)."""
-    names = [cfg.primary_metric]
-    names += [g for g in cfg.guard_metrics if g not in names]
-    return names
+    """The primary metric first, then the guards (no duplicates; `auto`: every metric it may stand for)."""
+    return gate_metrics.listed(cfg)
 
 
 def _metric(metrics: Mapping[str, Any], name: str, who: str) -> float:
@@ -64,7 +63,9 @@ def _signed(x: float) -> str:
 
 
 def decide(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: RegistryConfig) -> Decision:
-    """Promote or reject `challenger` against `champion` (None: no champion yet)."""
+    """Promote or reject `challenger` against `champion` (None: no champion yet); `auto` in `cfg`
+    stands for the metrics it picks among the challenger's."""
+    cfg = gate_metrics.resolved(cfg, challenger, "the challenger")
     primary = cfg.primary_metric
     ch_primary = _metric(challenger, primary, "challenger")
 

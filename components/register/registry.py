@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from litops.core.config import RegistryConfig
 from litops.core.faults import crash_point
+from litops.register import gate_metrics
 from litops.register.gate import Decision, decide, key_metrics, render_markdown
 
 CHAMPION = "champion"
@@ -373,6 +374,7 @@ def gate_version(client: MlflowClient, model_name: str, version: int | str, chal
         source = f"recorded on v{champion_version_number} when it was gated (not re-evaluated)"
     else:
         source = "re-evaluated on the current test set"
+    cfg = gate_metrics.resolved(cfg, challenger_metrics, "the challenger")  # `auto` the flow left (a gate run by hand)
     decision = decide(challenger_metrics, champion_metrics, cfg)
     return apply_decision(client, model_name, version, decision, challenger_metrics, cfg,
                           champion_version_number, champion_source=source)
@@ -414,8 +416,11 @@ def rollback(client: MlflowClient, model_name: str) -> dict[str, Any]:
     client.set_registered_model_alias(model_name, CHAMPION, str(previous.version))
     client.set_model_version_tag(model_name, str(cur), "rolled_back", "true")
     _save_history(client, model_name, history)
+    tags = previous.tags or {}
     return {"version": int(previous.version), "rolled_back_from": cur,
-            "model_uri": f"models:/{model_name}@{CHAMPION}"}
+            "model_uri": f"models:/{model_name}@{CHAMPION}", "data_version": tags.get("data_version", ""),
+            "run_id": tags.get("train_run_id") or previous.run_id, "metrics": version_metrics(previous),
+            "rolled_back_metrics": version_metrics(current)}
 
 
 # ---------------------------------------------------------------- listing

@@ -70,15 +70,17 @@ class NullLogger:  # ranks > 0 of a DDP run
 def checkpoint_target(args: argparse.Namespace, cfg: LitopsConfig):
     """(local checkpoint folder, S3 mirror or None). `--checkpoint-dir s3://...` works in a
     scratch folder; otherwise `--checkpoint-mirror`, else storage.kind=s3 mirrors to the config's bucket."""
+    from litops.core.s3_retries import S3Retries
     from litops.train.remote_checkpoints import S3CheckpointMirror, scratch_dir_for
 
-    endpoint, region = cfg.storage.endpoint_url or None, cfg.storage.region
+    endpoint, region, retries = cfg.storage.endpoint_url or None, cfg.storage.region, S3Retries.from_config(cfg)
     if args.checkpoint_dir.startswith("s3://"):
-        return scratch_dir_for(args.checkpoint_dir), S3CheckpointMirror(args.checkpoint_dir, endpoint, region)
+        return scratch_dir_for(args.checkpoint_dir), S3CheckpointMirror(args.checkpoint_dir, endpoint, region,
+                                                                        retries=retries)
     ckpt_dir = Path(args.checkpoint_dir)
     if args.checkpoint_mirror:
         uri = args.checkpoint_mirror.rstrip("/") + "/" + ckpt_dir.name
-        return ckpt_dir, S3CheckpointMirror(uri, endpoint, region)
+        return ckpt_dir, S3CheckpointMirror(uri, endpoint, region, retries=retries)
     return ckpt_dir, S3CheckpointMirror.for_run(cfg, ckpt_dir)
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
 from litops.core.config import LitopsConfig, parse_bytes, resolve_workers
 from litops.core.sample_order import SampleOrder
 from litops.core.shard_index import StorageOptions
@@ -34,6 +36,7 @@ class TrainStream:
     image_size: int
     global_batch: int
     workers: int
+    pin: bool = False  # page-locked batches: a CUDA device copies them while it computes
 
     @property
     def uses_features(self) -> bool:
@@ -47,7 +50,7 @@ class TrainStream:
         source = self.split.source(None if self.uses_features else self.image_size, self.cache.feature_files,
                                    max_open=max_open_shards(self.split.counts, self.order.window, parts_per_reader))
         stream = StepStream(source, self.order, start, stop, rank, world)
-        return record_keys(load(stream, self.workers), rank)
+        return record_keys(load(stream, self.workers, self.pin), rank)
 
 
 def storage_for(cfg: LitopsConfig, dataset: str) -> StorageOptions | None:
@@ -74,7 +77,8 @@ def open_train_stream(cfg: LitopsConfig, model, dataset: str, device, ddp, data_
     order.check_world(ddp.world)  # before the feature cache: a bad world size fails in seconds
     cache = feature_cache.prepare(cfg, model, dataset, split, device, data_version, rank=ddp.rank, world=ddp.world,
                                   barrier=ddp.barrier)
-    return TrainStream(split, order, cache, model.image_input_size, global_batch, resolve_workers(cfg.data.workers, beside_compute=True))
+    return TrainStream(split, order, cache, model.image_input_size, global_batch,
+                       resolve_workers(cfg.data.workers, beside_compute=True), pin=torch.device(device).type == "cuda")
 
 
 def check_cursor(stream: TrainStream, step: int, cursor: dict[str, Any] | None) -> None:

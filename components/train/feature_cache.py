@@ -17,7 +17,7 @@ Files. `<cache dir>/<key>.pt` holds {"keys", "features"} (plus small provenance,
 `weights_only=True`), written atomically; `<key>.json` beside it says the same for a person
 (shard name, data version, tower, samples).
 
-Where. Beside the data (litops.train.feature_store): a dataset at `<data repo>/datasets/<name>`
+Where. Beside the data (litops.core.feature_store): a dataset at `<data repo>/datasets/<name>`
 caches under `<data repo>/features/<name>/` (any other dataset folder `D`: `D/../features/<D.name>/`),
 which the data component versions with DVC like a dataset (`features/<name>.dvc`, pushed to the
 same remote; litops.data.versioning), so a fresh machine pulls the features with the data. A
@@ -31,27 +31,25 @@ outputs, so they disable the cache, and the run says so.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from litops.core.config import LitopsConfig, resolve_workers
+from litops.core.feature_store import (BUILT, CACHE_FORMAT, DISABLED, HIT, NOT_APPLICABLE, OFF, FeatureCache,
+                                       FeatureStore, features_root, preprocessing_spec, shard_key)
 from litops.core.model import image_chunk
 from litops.core.pretrained import fingerprint
 from litops.core.progress import start as start_progress
 from litops.core.shard_index import S3_SCHEME, ShardMemo, StorageOptions, is_s3
-from litops.core.stream import ShardRef, SplitStream
+from litops.core.stream import ShardRef, SplitStream  # noqa: F401 - ShardRef: FeatureCache's files
 from litops.core.workspace import resolve_home
 from litops.train.feature_encoding import ShardImages, encode_shards, tower_features
-from litops.train.feature_store import FeatureStore, features_root
 
-CACHE_FORMAT = 2  # 2: one file per shard, images decoded straight to the tower's input size
 ENCODE_BATCH = 256  # capped on a CPU by litops.core.model.image_chunk
 DIGEST_CHUNK = 1 << 20
 
@@ -97,32 +95,18 @@ def shard_digests(urls: list[str], storage: StorageOptions | None, threads: int,
     return digests
 
 
-def preprocessing_spec(tower) -> dict[str, Any]:
-    spec = {"format": CACHE_FORMAT, "input_size": int(tower.input_size),
-            "resize": "centre-square-crop, bicubic to input size", "mean": list(tower.mean),
-            "std": list(tower.std), "dtype": "float32"}
-    if getattr(tower, "pooled_stages", ()):  # other outputs of the same weights (absent: keys stay as they were)
-        spec["pooled_stages"] = list(tower.pooled_stages)
-    return spec
-
-
-def shard_key(digest: str, tower_fp: str, prep: dict[str, Any]) -> str:
-    blob = json.dumps({"shard": digest, "tower": tower_fp, "preprocessing": prep}, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def disabled_reason(cfg: LitopsConfig, model) -> str | None:
-    """Why the cache cannot be used for this run, or None when it can."""
+def disabled_reason(cfg: LitopsConfig, model) -> tuple[str, str] | None:
+    """(status, why) when the cache cannot be used for this run; None when it can."""
     if not cfg.train.feature_cache:
-        return "off (train.feature_cache=false)"
+        return OFF, "off (train.feature_cache=false)"
     if not model.image_locked:
         return None  # nothing to cache: the image tower trains; not worth a message
     if cfg.model.unlocked_groups:
-        return (f"disabled: model.unlocked_groups={cfg.model.unlocked_groups} unlocks part of the image tower, "
-                "so its outputs change during training")
+        return DISABLED, (f"disabled: model.unlocked_groups={cfg.model.unlocked_groups} unlocks part of the image "
+                          "tower, so its outputs change during training")
     if cfg.train.augment != "none":
-        return (f"disabled: train.augment={cfg.train.augment} changes the pixels the locked image tower sees, "
-                "so its outputs differ from any cached ones")
+        return DISABLED, (f"disabled: train.augment={cfg.train.augment} changes the pixels the locked image tower "
+                          "sees, so its outputs differ from any cached ones")
     return None
 
 
@@ -141,23 +125,14 @@ def encode(tower, images: torch.Tensor, device: torch.device, batch_size: int = 
     return torch.cat(out)
 
 
-@dataclass
-class FeatureCache:
-    feature_files: list[ShardRef] | None  # one per shard of `split.urls`, in the same order; None when the cache does not apply
-    status: str  # "hit" (all reused) | "built" (some encoded) | "disabled" | "off" | "n/a"
-    encoded: int  # shards encoded this run (by all ranks)
-    reused: int  # shards whose file already existed
-
-
 def not_applied(cfg: LitopsConfig, model, rank: int, log: Callable[[str], None]) -> FeatureCache | None:
     """The result when the cache does not apply to this run, else None."""
-    reason = disabled_reason(cfg, model)
-    if reason is None and model.image_fully_locked:
+    disabled = disabled_reason(cfg, model)
+    if disabled is None and model.image_fully_locked:
         return None
-    if reason is not None and rank == 0:
-        log(reason)
-    status = "n/a" if reason is None else ("off" if reason.startswith("off") else "disabled")
-    return FeatureCache(None, status, 0, 0)
+    if disabled is not None and rank == 0:
+        log(disabled[1])
+    return FeatureCache(None, NOT_APPLICABLE if disabled is None else disabled[0], 0, 0)
 
 
 def feature_names(split: SplitStream, tower_fp: str, prep: dict[str, Any], threads: int,
@@ -213,7 +188,7 @@ def prepare(cfg: LitopsConfig, model, dataset_dir: str | Path, split: SplitStrea
     if rank == 0:
         log(f"{len(missing)} of {len(names)} shards encoded, {len(names) - len(missing)} reused "
             f"in {store.root} ({time.perf_counter() - t0:.1f} s)")
-    return FeatureCache(refs, "built" if missing else "hit", len(missing), len(names) - len(missing))
+    return FeatureCache(refs, BUILT if missing else HIT, len(missing), len(names) - len(missing))
 
 
 def encode_missing(tower, split: SplitStream, shards: list[int], store: FeatureStore, names: list[str],

@@ -23,7 +23,6 @@ from litops.train.divergence import DivergenceWatch
 from litops.train.logger import MetricLogger
 from litops.train.step import Stepper
 
-LOG_EVERY = 10
 
 
 @dataclass
@@ -82,6 +81,35 @@ def step_metrics(loss: torch.Tensor, grad_norm: torch.Tensor, model: LiTModel, s
             "train/grad_norm": grad_norm.item()}
 
 
+class StepTimer:
+    """Seconds spent waiting for the loader (`train/data_time_s`) and in the step (`train/step_time_s`),
+    averaged since the last log: which of the two is the bottleneck. On CUDA the step time is the
+    time to queue its kernels, until a log step reads the device and waits for them."""
+
+    def __init__(self):
+        self.data = self.step = 0.0
+        self.count, self.mark = 0, time.perf_counter()
+
+    def batches(self, batches):
+        for batch in batches:
+            now = time.perf_counter()
+            self.data += now - self.mark
+            self.mark = now
+            yield batch
+            self.mark = time.perf_counter()
+
+    def stepped(self) -> None:
+        now = time.perf_counter()
+        self.step, self.count, self.mark = self.step + now - self.mark, self.count + 1, now
+
+    def averages(self) -> dict[str, float]:
+        n = max(1, self.count)
+        out = {"train/data_time_s": self.data / n, "train/step_time_s": self.step / n}
+        self.data = self.step = 0.0
+        self.count = 0
+        return out
+
+
 def train(cfg: LitopsConfig, dataset_dir: str | Path, ckpt_dir: Path, logger: MetricLogger, mirror=None,
           data_version: str = "") -> TrainResult:
     """`dataset_dir`: a folder or s3:// URL holding train/*.tar. `mirror`: an S3CheckpointMirror or None.
@@ -113,17 +141,19 @@ def train(cfg: LitopsConfig, dataset_dir: str | Path, ckpt_dir: Path, logger: Me
     model.train()
     loss, seen, t0 = torch.tensor(float("nan")), 0, time.perf_counter()
     watch = DivergenceWatch(device)
+    timer = StepTimer()
     with start_progress("train", tc.steps, unit="step", initial=start, silent=not ddp.is_main) as bar:
-        for batch in data.batches(start, tc.steps, ddp.rank, ddp.world):
+        for batch in timer.batches(data.batches(start, tc.steps, ddp.rank, ddp.world)):
             nan_point(f"nan_loss_at_step_{batch.step + 1}", model.logit_scale)
             loss, grad_norm = step(batch)
+            timer.stepped()
             seen, done = seen + data.global_batch, batch.step + 1
             watch.record(done, loss, grad_norm)
-            logs, shown = done % LOG_EVERY == 0 or done == tc.steps, {}
+            logs, shown = done % tc.log_every == 0 or done == tc.steps, {}
             watch.check(boundary=logs or done % tc.checkpoint_every == 0)  # the same steps on every rank
-            if ddp.is_main and logs:  # rank 0 logs
+            if ddp.is_main and logs:  # rank 0 logs; the device's scalars are read here only
                 metrics = step_metrics(loss, grad_norm, model, scheduler, seen / (time.perf_counter() - t0))
-                logger.log_metrics(metrics, done)
+                logger.log_metrics({**metrics, **timer.averages()}, done)
                 shown = {"loss": f"{metrics['train/loss']:.3f}"}
             if checkpoints.due(done):
                 checkpoints.save(done, model, optimizer, scheduler, data.cursor(done))

@@ -4,6 +4,9 @@ replaces a preempted one, on any node, resumes from the latest checkpoint.
 - `pull(local_dir)` before training: fetch the newest remote `step-*.pt` if it is newer than
   the newest local one (downloaded to a temp file, then renamed: never half a file).
 - `push(path)` after each checkpoint (rank 0 only), then `prune` keeps the newest two remotely.
+- Transient S3 faults are retried by botocore (`storage.max_attempts`, `storage.retry_mode`) and,
+  for a download cut short, by boto3's transfer manager (litops.core.s3_retries); one that
+  persists fails with one line naming the object.
 - Credentials only from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a
   Kubernetes Secret in the cluster); the endpoint from the config, else AWS_ENDPOINT_URL /
   MLFLOW_S3_ENDPOINT_URL. Nothing here prints or logs a credential.
@@ -21,6 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from litops.core.checkpoint import latest_checkpoint
+from litops.core.s3_retries import S3Retries, naming
 
 _STEP = re.compile(r"(?:^|/)step-(\d+)\.pt$")
 
@@ -44,11 +48,13 @@ def _step_of(path: Path | None) -> int:
 
 
 class S3CheckpointMirror:
-    def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None, client: Any = None):
+    def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None, client: Any = None,
+                 retries: S3Retries = S3Retries()):
         self.uri = uri.rstrip("/")
         self.bucket, self.prefix = split_s3(self.uri)
         self.endpoint_url = endpoint_url or endpoint_from_env()
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.retries = retries
         self._client = client
 
     @classmethod
@@ -59,17 +65,12 @@ class S3CheckpointMirror:
         if st.kind != "s3":
             return None
         prefix = "/".join(p for p in (st.prefix.strip("/"), "checkpoints", ckpt_dir.name) if p)
-        return cls(f"s3://{st.bucket}/{prefix}", st.endpoint_url or None, st.region)
+        return cls(f"s3://{st.bucket}/{prefix}", st.endpoint_url or None, st.region, retries=S3Retries.from_config(cfg))
 
     @property
     def client(self):
         if self._client is None:
-            import boto3
-
-            from litops.core.stream import avoid_forking_readers
-
-            avoid_forking_readers("boto3 ran in this process")
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region)
+            self._client = self.retries.client(self.endpoint_url, self.region)
         return self._client
 
     def _key(self, name: str) -> str:
@@ -79,10 +80,11 @@ class S3CheckpointMirror:
         """step -> key of every remote step checkpoint."""
         out: dict[int, str] = {}
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("step-")):
-            for obj in page.get("Contents", []):
-                if m := _STEP.search(obj["Key"]):
-                    out[int(m.group(1))] = obj["Key"]
+        with naming(self.uri):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("step-")):
+                for obj in page.get("Contents", []):
+                    if m := _STEP.search(obj["Key"]):
+                        out[int(m.group(1))] = obj["Key"]
         return out
 
     def pull(self, local_dir: Path) -> Path | None:
@@ -98,7 +100,8 @@ class S3CheckpointMirror:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=local_dir)
         os.close(fd)
         try:
-            self.client.download_file(self.bucket, key, tmp)
+            with naming(f"s3://{self.bucket}/{key}"):
+                self.client.download_file(self.bucket, key, tmp)
             os.replace(tmp, dest)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -107,7 +110,8 @@ class S3CheckpointMirror:
 
     def push(self, path: Path, keep: int | None = 2) -> str:
         key = self._key(path.name)
-        self.client.upload_file(str(path), self.bucket, key)
+        with naming(f"s3://{self.bucket}/{key}"):
+            self.client.upload_file(str(path), self.bucket, key)
         print(f"checkpoint: uploaded {path.name} to s3://{self.bucket}/{key}", file=sys.stderr, flush=True)
         if keep and _STEP.search(path.name):
             self.prune(keep)
@@ -116,7 +120,9 @@ class S3CheckpointMirror:
     def prune(self, keep: int = 2) -> None:
         steps = sorted(self.remote_steps())
         for step in steps[:-keep]:
-            self.client.delete_object(Bucket=self.bucket, Key=self.remote_steps_cache_key(step))
+            key = self.remote_steps_cache_key(step)
+            with naming(f"s3://{self.bucket}/{key}"):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def remote_steps_cache_key(self, step: int) -> str:
         return self._key(f"step-{step:08d}.pt")

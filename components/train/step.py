@@ -28,17 +28,17 @@ class Stepper:
         """Rows with word-for-word equal captions share a group id (equal on every rank)."""
         if self.cfg.loss.duplicates == "negative":
             return None
-        return caption_groups(batch.captions).to(self.device)
+        return caption_groups(batch.captions).to(self.device, non_blocking=True)
 
     def inputs(self, batch: StreamBatch):
         tokens = self.model.text_tower.tokenize(batch.captions)
         width = int(tokens["attention_mask"].sum(1).max().clamp_min(1))  # drop all-padding columns
-        tokens = {k: v[:, :width].to(self.device) for k, v in tokens.items()}
+        tokens = {k: v[:, :width].to(self.device, non_blocking=True) for k, v in tokens.items()}
         if batch.features is not None:
-            return None, tokens, batch.features.to(self.device)
+            return None, tokens, batch.features.to(self.device, non_blocking=True)
         tc = self.cfg.train
         images = augment(batch.images, tc.augment, batch.step, tc.seed)
-        return self.model.image_tower.preprocess(images.to(self.device)), tokens, None
+        return self.model.image_tower.preprocess(images.to(self.device, non_blocking=True)), tokens, None
 
     def __call__(self, batch: StreamBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, gradient norm before clipping) of one step on this rank's batch, left on the device:

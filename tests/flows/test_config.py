@@ -55,7 +55,14 @@ def test_cli_bad_key_is_one_line_without_traceback(tmp_path):
     assert len(lines) == 1 and "stepz" in lines[0] and lines[0].startswith("litops: config error")
 
 
-def test_worker_count_does_not_change_the_training_run_hash():
+def test_keys_that_do_not_change_the_weights_keep_the_training_run_hash():
+    from litops.core.config import NOT_HASHED
+
     base = load_config([])
-    assert config_hash(load_config(["data.workers=2"])) == config_hash(base)
-    assert config_hash(load_config(["data.n_train=10"])) != config_hash(base)
+    unchanged = ["data.workers=2", "data.cache_dir=/tmp/elsewhere", "data.cache_limit=1GiB",
+                 "train.checkpoint_every=7", "train.log_every=3", "train.num_threads=1"]
+    assert sorted(o.split("=")[0] for o in unchanged) == sorted(f"{s}.{k}" for s, keys in NOT_HASHED.items() for k in keys)
+    for override in unchanged:
+        assert config_hash(load_config([override])) == config_hash(base), override
+    for override in ("data.n_train=10", "train.steps=7", "train.lr=0.1", "train.seed=3"):
+        assert config_hash(load_config([override])) != config_hash(base), override

@@ -1,7 +1,9 @@
 """The whole retrain flow on the embedded default, under Prefect's test harness, with a tiny config.
 
 Real parts: a git+DVC data repo with a local remote, MLflow on SQLite, Prefect's temporary server,
-and every step launched as its own OS process.
+and every step launched as its own OS process. The promotion and the rejection also post to a webhook:
+the stand-in is an http.server on 127.0.0.1 (webhook_receiver.py); test_notifications.py covers the
+failed run and the rollback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import textwrap
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from webhook_receiver import (TOKEN, assert_promotion, assert_rejection, files_holding_token, flow_run_logs,
+                              only_new, receiver)  # noqa: F401  (receiver is a fixture)
 
 TINY = ["data.n_train=800", "data.n_val=160", "data.n_test=120", "data.image_size=32", "data.shard_size=400",
         "train.steps=80", "train.batch_size=64", "train.checkpoint_every=40", "train.warmup_steps=8", "train.lr=3e-3",
@@ -41,9 +46,12 @@ def run_flow(home, monkeypatch, overrides):
 
 
 @pytest.mark.slow
-def test_retrain_promotes_then_skips_then_rejects_a_worse_challenger(harness, home, monkeypatch, tmp_path):
+def test_retrain_promotes_then_skips_then_rejects_a_worse_challenger(harness, home, monkeypatch, receiver):
+    monkeypatch.setenv("LITOPS_WEBHOOK_URL", receiver.url)
     first = run_flow(home, monkeypatch, TINY)
     assert first["status"] == "promoted", first
+    promoted = only_new(receiver, 0)
+    assert_promotion(promoted, first)
     uri = f"sqlite:///{home}/mlflow.db"
     client = MlflowClient(uri, registry_uri=uri)
     champ = client.get_model_version_by_alias("lit-embedded", "champion")
@@ -90,6 +98,7 @@ def test_retrain_promotes_then_skips_then_rejects_a_worse_challenger(harness, ho
     second = run_flow(home, monkeypatch, TINY)
     assert second["status"] == "up_to_date" and second["version"] == first["version"]
     assert "train" not in second["timings"]
+    assert len(receiver.messages) == 1  # no decision, no message
 
     # A deliberately worse challenger is registered but not promoted; the champion stays.
     worse = run_flow(home, monkeypatch, [o for o in TINY if not o.startswith("train.steps")] + ["train.steps=1"])
@@ -98,6 +107,30 @@ def test_retrain_promotes_then_skips_then_rejects_a_worse_challenger(harness, ho
     assert int(client.get_model_version_by_alias("lit-embedded", "champion").version) == first["version"]
     rejected = client.get_model_version("lit-embedded", str(worse["version"]))
     assert rejected.tags["gate_decision"] == "rejected" and rejected.tags["gate_reason"]
+    rejection = only_new(receiver, 1)
+    assert_rejection(rejection, worse, first)
+    assert rejection["flow_run_id"] != promoted["flow_run_id"]
+
+    logs = flow_run_logs([m["flow_run_id"] for m in (promoted, rejection)])
+    assert any("PROMOTED" in line for line in logs) and not [line for line in logs if TOKEN in line]
+    leaks = files_holding_token(home)
+    assert not leaks, f"the webhook URL was written to {leaks}"
+
+
+@pytest.mark.slow
+def test_a_guard_the_benchmark_does_not_report_stops_the_flow_before_training(harness, home, monkeypatch):
+    """The flow's own check (a scheduled run has no `litops run` before it): the gate-metrics step
+    refuses in one line, before a new training config would train."""
+    from litops.flows.launcher import ComponentFailed
+
+    checkpoints = set((home / "checkpoints").glob("*")) if (home / "checkpoints").is_dir() else set()
+    with pytest.raises(ComponentFailed) as refused:
+        run_flow(home, monkeypatch, TINY + ["train.steps=3", "registry.guard_metrics=[auto,retrieval_i2t_r50]"])
+    assert refused.value.exit_code == 78 and refused.value.spec.name == "register-gate-metrics"
+    (line,) = [line for line in refused.value.tail if line.startswith("litops register: config error: ")]
+    assert "guard_metrics entry 'retrieval_i2t_r50' is not reported for dataset 'embedded'" in line
+    assert "zeroshot_top1" in line  # what there is
+    assert set((home / "checkpoints").glob("*")) == checkpoints  # nothing trained
 
 
 def first_dataset(home) -> str:

@@ -76,45 +76,58 @@ def test_warm_start_runs_a_real_component_in_its_own_process(tmp_path):
     assert any("missing" in line for line in err.value.tail)
 
 
-def test_warm_start_child_is_killed_with_its_session(tmp_path):
-    from litops.flows import warm_start
+def test_step_server_child_runs_in_its_own_session_and_is_stopped_with_it(tmp_path):
+    import os
 
-    proc = warm_start.start("train", ["--help"], {**__import__("os").environ})
+    from litops.flows.launcher import step_server
+
+    server = step_server()
+    proc = server.start("train", ["--help"], {**os.environ})
     out = b"".join(proc.chunks()).decode()
     assert proc.wait() == 0 and "--checkpoint-dir" in out
-    launcher = LocalProcessLauncher()
-    slow = warm_start.start("data", ["synth", "--config", str(tmp_path / "nope.json")], {**__import__("os").environ})
-    launcher._stop(slow)
+    slow = server.start("data", ["synth", "--config", str(tmp_path / "nope.json")], {**os.environ})
+    deadline = time.monotonic() + 10
+    while os.getsid(slow.pid) != slow.pid and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.getsid(slow.pid) == slow.pid, "a step leads its own session, so stopping it stops its readers"
+    LocalProcessLauncher._stop(slow)
     assert slow.poll() is not None
+    crashed = server.start("train", ["--checkpoint-dir"], {**os.environ})  # argparse: exit code 2
+    b"".join(crashed.chunks())
+    assert crashed.wait() == 2
 
 
-def test_light_steps_do_not_wait_for_the_warm_server(tmp_path, monkeypatch):
+def test_light_steps_do_not_wait_for_the_step_server(tmp_path, monkeypatch):
     """While the server imports, a light step is exec'd (its own interpreter); once the server says
     it is ready, the same step is forked from it. Either way the result is the same."""
+    from litops.core import process_start
     from litops.flows import launcher as launcher_module
-    from litops.flows import warm_start
 
     launcher = LocalProcessLauncher()
     spec = JobSpec("lookup", "register", ["lookup", "--data-version", "d", "--config-hash", "h",
-                                          "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+                                          "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], light=True)
     started = []
     real_popen = launcher_module.subprocess.Popen
     monkeypatch.setattr(launcher_module.subprocess, "Popen", lambda *a, **k: started.append("exec") or real_popen(*a, **k))
-    real_start = warm_start.start
-    monkeypatch.setattr(warm_start, "start", lambda *a, **k: started.append("fork") or real_start(*a, **k))
+    real_start = process_start.StepServer.start
+    monkeypatch.setattr(process_start.StepServer, "start", lambda *a, **k: started.append("fork") or real_start(*a, **k))
 
-    monkeypatch.setattr(warm_start, "ready", lambda: False)
+    monkeypatch.setattr(process_start.StepServer, "ready", lambda self: False)
     assert launcher.run(spec, log=lambda _: None).result["version"] is None
-    monkeypatch.setattr(warm_start, "ready", lambda: True)
+    monkeypatch.setattr(process_start.StepServer, "ready", lambda self: True)
     assert launcher.run(spec, log=lambda _: None).result["version"] is None
     assert started == ["exec", "fork"]
 
 
-def test_the_warm_server_says_when_its_imports_are_done():
-    from litops.flows import warm_start
+def test_the_step_server_says_when_its_imports_are_done():
+    from litops.core.process_start import StepServer
 
-    warm_start.prestart()
-    deadline = time.monotonic() + 120
-    while not warm_start.ready() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert warm_start.ready(), "the warm server never finished its imports"
+    server = StepServer()
+    try:
+        deadline = time.monotonic() + 120
+        while not server.ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert server.ready(), "the step server never finished its imports"
+    finally:
+        server.stop()
+    assert server.process.returncode == 0, "closing its stdin ends the server"

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -46,11 +47,18 @@ def _litops(home: Path, *args: str, timeout: float = 180) -> subprocess.Complete
     return out
 
 
-def _post(url: str, path: str, body: dict) -> list | dict:
+def _post(url: str, path: str, body: dict, attempts: int = 5) -> list | dict:
+    """POST; a 503 (a retryable server error, e.g. SQLite busy) is retried, as Prefect's client does."""
     req = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
 
 
 def _runs(url: str) -> list[dict]:

@@ -191,7 +191,7 @@ def test_augmentation_or_unlocking_disables_the_cache_and_says_so(dataset, tower
     assert prepare(off, dataset).status == "off"
     trained = lit_config(tower_weights, lock="uu", pretrained_path="")
     assert fc.disabled_reason(trained, LiTModel(trained.model, 32)) is None
-    assert prepare(trained, dataset) == fc.FeatureCache(None, "n/a", 0, 0)
+    assert prepare(trained, dataset) == fc.FeatureCache(None, fc.NOT_APPLICABLE, 0, 0)
 
 
 def test_crop_augmentation_shifts_images_deterministically():

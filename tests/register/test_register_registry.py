@@ -96,7 +96,10 @@ def test_promote_rollback_round_trip(store):
     assert c.get_model_version(name, str(v2)).tags["gate_decision"] == "manual"
 
     back = reg.rollback(c, name)
-    assert back == {"version": v1, "rolled_back_from": v2, "model_uri": f"models:/{name}@champion"}
+    assert {k: back[k] for k in ("version", "rolled_back_from", "model_uri")} == {
+        "version": v1, "rolled_back_from": v2, "model_uri": f"models:/{name}@champion"}
+    restored = c.get_model_version(name, str(v1))
+    assert back["run_id"] == restored.run_id and back["data_version"] == restored.tags.get("data_version", "")
     assert int(c.get_model_version_by_alias(name, "champion").version) == v1
     assert c.get_model_version(name, str(v2)).tags["rolled_back"] == "true"
     with pytest.raises(reg.RegistryError, match="no previous champion"):

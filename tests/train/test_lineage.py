@@ -20,7 +20,8 @@ from litops.core.workspace import Workspace
 from litops.data import DataRepo, synthesize
 from litops.train.cli import build_parser, main, make_logger
 from litops.train.logger import flatten
-from litops.train.loop import LOG_EVERY, train
+from litops.core.config import TrainConfig
+from litops.train.loop import train
 from litops.train.mlflow_logger import MLflowLogger
 
 SECRET = "do-not-log-this-secret"
@@ -109,7 +110,8 @@ def test_git_sha_defaults_to_unknown(versioned):
 
 def test_resume_logs_each_step_once(versioned):
     ws, _ = versioned
-    every = LOG_EVERY + LOG_EVERY // 2  # checkpoints fall between logged steps
+    log_every = TrainConfig().log_every
+    every = log_every + log_every // 2  # checkpoints fall between logged steps
     cfg = tiny_config(ws.home, steps=2 * every, checkpoint_every=every)
     ckpt = ws.home / "ck-resume"
     dataset = ws.dataset_dir("embedded")
@@ -126,7 +128,7 @@ def test_resume_logs_each_step_once(versioned):
 
     client = MlflowClient(ws.tracking_uri)
     keys = [k for k in client.get_run(first.run_id).data.metrics if k.startswith("train/")]
-    assert "train/loss" in keys
-    logged = list(range(LOG_EVERY, 2 * every + 1, LOG_EVERY))
+    assert {"train/loss", "train/data_time_s", "train/step_time_s"} <= set(keys), "where a step's time goes"
+    logged = list(range(log_every, 2 * every + 1, log_every))
     for key in keys:
         assert [m.step for m in client.get_metric_history(first.run_id, key)] == logged, key

@@ -153,22 +153,21 @@ def test_readers_keep_at_most_one_window_of_shards_open():
     assert max_open_shards([1000] * 120, window=10_000, partitions=2) == 24  # a window per partition read
 
 
-def test_readers_survive_thread_exit_hooks_of_their_parent(shards):
-    """Prefect registers thread-exit hooks for its service threads; a reader forked from such a
-    process must not run them (they fail there, and the reader used to die with code 1)."""
+def test_readers_start_from_a_forkserver_beside_prefect(shards):
+    """Prefect leaves service threads and thread-exit hooks behind; a reader forked from a process that
+    loaded it used to die with code 1 at exit. Readers of such a process start from a forkserver."""
     import subprocess
     import sys
 
     script = f"""
-import threading
-def gone():
-    raise RuntimeError("a service thread this process never had")
-threading._register_atexit(gone)
+import prefect
+from litops.core.process_start import reader_context
 from litops.core.stream import SplitStream
+print(reader_context().get_start_method())
 print(sum(len(b) for b in SplitStream.open({str(shards)!r}, "train").one_pass(8, 16, workers=2)))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == str(sum(SIZES)), out.stderr[-2000:]
+    assert out.stdout.split() == ["forkserver", str(sum(SIZES))], out.stderr[-2000:]
 
 
 def largest_shard_share(batches: list[list[int]]) -> float:

@@ -1,4 +1,6 @@
-"""Where a dataset's feature files live, and the few operations the feature cache needs on them.
+"""The locked-tower feature cache's contract, shared by the train and data components: where a
+dataset's feature files live, what keys them, the cache's status as data, and the few operations
+on the files (litops.train.feature_cache builds them; litops.data.versioning versions them).
 
 A dataset whose shards are local caches beside it on local disk (`D/../features/<D.name>/`, or
 `<data repo>/features/<name>/`, which the data component versions with DVC). A dataset whose shards
@@ -12,21 +14,53 @@ the files through the node's shard cache by the size and ETag one LIST gave.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from litops.core.checkpoint import atomic_save
 from litops.core.dataset_files import DatasetRoot, is_s3
-from litops.core.shard_index import StorageOptions
-from litops.core.stream import ShardRef
+
+if TYPE_CHECKING:  # torch, through these: seconds the data component's light steps need not wait
+    import torch
+
+    from litops.core.shard_index import StorageOptions
+    from litops.core.stream import ShardRef
 
 FEATURES_DIR = "features"
+CACHE_FORMAT = 2  # 2: one file per shard, images decoded straight to the tower's input size
+
+# The cache's status in a run: every file reused | some encoded | cannot apply (its reason is
+# shown) | switched off (train.feature_cache=false) | nothing to cache (the image tower trains).
+HIT, BUILT, DISABLED, OFF, NOT_APPLICABLE = "hit", "built", "disabled", "off", "n/a"
+
+
+@dataclass
+class FeatureCache:
+    feature_files: list[ShardRef] | None  # one per shard of the split, in its order; None when the cache does not apply
+    status: str  # HIT | BUILT | DISABLED | OFF | NOT_APPLICABLE
+    encoded: int  # shards encoded this run (by all ranks)
+    reused: int  # shards whose file already existed
+
+
+def preprocessing_spec(tower) -> dict[str, Any]:
+    """What, besides the weights, decides a tower's outputs for a shard's images."""
+    spec = {"format": CACHE_FORMAT, "input_size": int(tower.input_size),
+            "resize": "centre-square-crop, bicubic to input size", "mean": list(tower.mean),
+            "std": list(tower.std), "dtype": "float32"}
+    if getattr(tower, "pooled_stages", ()):  # other outputs of the same weights (absent: keys stay as they were)
+        spec["pooled_stages"] = list(tower.pooled_stages)
+    return spec
+
+
+def shard_key(digest: str, tower_fp: str, prep: dict[str, Any]) -> str:
+    """A feature file's name: the shard's sha256, the tower's fingerprint and the preprocessing."""
+    blob = json.dumps({"shard": digest, "tower": tower_fp, "preprocessing": prep}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
 
 
 def features_root(data_root: str | Path) -> str:
@@ -68,6 +102,10 @@ class FeatureStore:
 
     def store(self, name: str, keys: list[str], features: torch.Tensor, provenance: dict[str, Any]) -> None:
         """The file, then its description: a description names a complete file."""
+        import torch
+
+        from litops.core.checkpoint import atomic_save
+
         blob = {"keys": keys, "features": features, **provenance}
         about = json.dumps({"key": Path(name).stem, **provenance, "samples": len(keys),
                             "feature_dim": int(features.shape[1])}, indent=2).encode()
@@ -83,6 +121,8 @@ class FeatureStore:
 
     def refs(self, names: list[str]) -> list[ShardRef]:
         """What a reader needs to fetch each file: its URL, and on S3 its size and ETag (one LIST)."""
+        from litops.core.stream import ShardRef
+
         if not self.files.on_s3:
             return [ShardRef(self.url(n)) for n in names]
         listed = {e.name: e for e in self.files.listing()}
@@ -104,6 +144,8 @@ def _json_samples(data: bytes | None) -> int | None:
 def _local_holds(path: Path, samples: int) -> bool:
     """A readable file with one row per sample. Its name already carries the shard's digest, and
     the reader checks the keys when it streams them, so the shard is not read."""
+    import torch
+
     if not path.is_file():
         return False
     try:  # mmap: the keys are read, the features are not
