@@ -160,9 +160,13 @@ class StepServer:
         return StepProcess(int(reply["pid"]), read_end, channel)
 
     def stop(self) -> None:
-        """Closing its stdin ends the server; steps it started run on in their own sessions."""
+        """Closing its stdin ends a ready server; one still importing is terminated rather than
+        waited for (an up-to-date run can end before the imports do). Steps it started run on in
+        their own sessions."""
         if self.process.poll() is None:
             self.process.stdin.close()
+            if not self.ready():
+                self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -270,8 +274,9 @@ def _reap(steps: dict[int, socket.socket]) -> None:
             conn.close()
 
 
-def run_step(request: StepRequest) -> None:
-    """In the forked child: a new session, output into the flow's pipe, then `python -m litops.<component>`."""
+def run_step(request: StepRequest) -> int:
+    """In the forked child: a new session, output into the flow's pipe, then `python -m litops.<component>`.
+    Its exit code; the caller ends the process with it at once (see `_end`)."""
     import runpy
 
     os.setsid()
@@ -287,10 +292,37 @@ def run_step(request: StepRequest) -> None:
     os.environ.clear()
     os.environ.update(request.env)
     sys.argv = [f"litops.{request.component}", *request.args]
-    runpy.run_module(f"litops.{request.component}", run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module(f"litops.{request.component}", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        return _exit_code(e.code)
+    except BaseException:  # noqa: BLE001 - shown as `python -m` would show it, then exit 1
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _exit_code(code) -> int:
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _end(code: int) -> None:
+    """Flush and leave without the interpreter's exit hooks, as a multiprocessing child does: those
+    of the server's preloaded libraries (never used by a light step) cost seconds at exit. What a
+    component must finish (MLflow's runs, files) it finishes before it returns."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
     step = serve(sys.argv[1])
-    if step is not None:
-        run_step(step)  # the step exits as a plain `python -m` run would: atexit hooks, thread joins
+    _end(0 if step is None else run_step(step))  # the server too: its preloaded libraries' exit hooks cost seconds

@@ -184,6 +184,7 @@ class FakeKube:
         tmp = os.path.join(how.tmp_root, pod.name)  # the pod's emptyDir for /tmp
         os.makedirs(tmp, exist_ok=True)
         env.update(TMPDIR=tmp, HOME=tmp, MPLCONFIGDIR=os.path.join(tmp, "mpl"))
+        env.update(_empty_dirs(manifest["spec"]["template"]["spec"], c, env, tmp))
         cmd = list(c["command"])
         if cmd[0] == "python":
             cmd[0] = sys.executable
@@ -354,3 +355,14 @@ class FakeKube:
                     pass
 
         return Handler
+
+
+def _empty_dirs(pod_spec: dict[str, Any], container: dict[str, Any], env: dict[str, str], tmp: str) -> dict[str, str]:
+    """The pod's other emptyDir volumes, as folders under its own: an env value naming such a
+    volume's mount path (the node cache, LITOPS_SHARD_CACHE_DIR) points at that folder instead."""
+    empty = {v["name"] for v in pod_spec.get("volumes", []) if "emptyDir" in v and v["name"] != "tmp"}
+    mounts = {m["mountPath"]: os.path.join(tmp, "volumes", m["name"]) for m in container.get("volumeMounts", [])
+              if m["name"] in empty}
+    for folder in mounts.values():
+        os.makedirs(folder, exist_ok=True)
+    return {k: mounts[v] for k, v in env.items() if v in mounts}
