@@ -19,9 +19,6 @@ small from-scratch model trained for few steps.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from litops.core.workspace import Workspace
 from litops.data.versioning import DataRepo
+from tests.flows.test_eval_suites_flow import litops
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +68,6 @@ def img2dataset_folder(root: Path) -> Path:
             "error_message": None, "width": SIZE, "height": SIZE, "original_width": 4 * SIZE,
             "original_height": 4 * SIZE}))
     return root
-
-
-def litops(home: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LITOPS_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "litops.flows", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
 
 
 def test_user_pairs_get_a_gate_they_can_pass_and_a_metric_they_cannot_give_is_refused_before_training(tmp_path):
