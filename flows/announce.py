@@ -124,11 +124,12 @@ def _with_links(message: Message, cfg: LitopsConfig | None) -> Message:
 
 
 def _config_of(flow_run) -> LitopsConfig | None:
-    """The failed run's config, composed again from its parameters (None: the config itself was bad)."""
-    from litops.flows.config import load_config
+    """The failed run's config, from its parameter (None: the config itself was bad)."""
+    from litops.core.config import from_dict, to_dict, validate
 
+    config = (flow_run.parameters or {}).get("config")
     try:
-        return load_config((flow_run.parameters or {}).get("overrides"))
+        return validate(from_dict(LitopsConfig, config if isinstance(config, dict) else to_dict(config)))
     except Exception:
         return None
 

@@ -41,7 +41,7 @@ def component_result(name: str, args: list[str], cfg, log=print) -> tuple[int, d
     from litops.flows.launcher import ComponentFailed, JobSpec, LocalProcessLauncher
 
     ws = Workspace(Path(cfg.home)).create()
-    cfg_path = write_config(cfg, ws.runs / "cli" / "config.json")
+    cfg_path = write_config(cfg, ws.runs / "cli" / "config.yaml")
     try:
         # one step: a warm server would import torch and MLflow before it, for nothing (`data add` of 300 pairs:
         # 19 s instead of 56 s on a busy 2-core box)
@@ -148,7 +148,7 @@ def deploy(overrides: list[str], apply_only: bool) -> int:
     prepare_env(cfg.home)
     from litops.flows.deploy import deploy as serve_deployment
 
-    serve_deployment(cfg, overrides, apply_only=apply_only)
+    serve_deployment(cfg, apply_only=apply_only)
     return 0
 
 

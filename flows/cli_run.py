@@ -1,9 +1,11 @@
-"""`litops run`: the retrain flow as a Hydra application.
+"""`litops run`: the retrain flow, its config composed once.
 
-Hydra's own parser and override grammar (`+key=v`, `~key`, `key=null`, sweeps), and its commands:
-`--cfg`, `--info`, `--hydra-help`, `-m/--multirun` (the basic launcher: one flow run after the other).
-Hydra writes nothing into the current folder (configs/config.yaml, `hydra:`) and configures no
-logging, so Prefect's log and the progress bars stay as they are.
+The flags and override grammar are Hydra's (`+key=v`, `~key`, `key=null`, sweeps). A run composes
+its config once (flows/config.py), checks it against the schema, and hands the typed config to the
+flow, which writes it as the run's config.yaml for every step. `--cfg` prints that composition.
+`-m`, `--info` and `--hydra-help` are Hydra's own app (`hydra.main`): a sweep composes once per
+job and runs one flow per job, one after the other. Hydra writes nothing into the current folder
+and configures no logging, so Prefect's log and the progress bars stay as they are.
 """
 
 from __future__ import annotations
@@ -12,24 +14,25 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
-from litops.flows.config import (CONFIG_NAME, ConfigSource, config_source, load_config, one_line, register_schema,
-                                 search_path)
+from litops.core.config import LitopsConfig
+from litops.flows.config import (CONFIG_NAME, ConfigSource, compose_config, load_config, one_line, to_litops_config)
 
-TASK_NAME = "litops_run"
-HYDRA_DEFAULTS = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # a user's own choice comes later and wins
 DESCRIPTION = """\
 Run the retrain flow once: version data -> train -> evaluate -> register -> gate.
 
 The config is a Hydra tree (configs/) checked by a typed schema; change it with overrides:
 KEY=VALUE sets a key, GROUP=OPTION picks a config group option, +KEY=VALUE adds a key, ~KEY deletes
 one, KEY=null nulls one (the schema refuses unknown keys, bad types and nulls where none is allowed).
+An experiment (configs/experiment/) picks a model and the training presets that go with it.
 With -m, comma lists are swept: one flow run per combination, then a table of the results."""
 EXAMPLES = """\
 examples:
-  litops run                                retrain on the embedded default
+  litops run                                retrain on the embedded default (experiment=lit_embedded)
   litops run train.steps=600 loss=softmax   override a key, pick a group option
+  litops run experiment=lit_effnet_minilm   another experiment: its model and training presets
   litops run --cfg job loss=softmax         print the composed config; nothing runs
   litops run --cfg job --resolve            ... with interpolations resolved
   litops run --info defaults-tree           how the config was composed (also: config, searchpath, plugins)
@@ -38,35 +41,33 @@ examples:
                                             add config options of your own (here: my-configs/model/my_model.yaml)
   litops run --config-dir ./my-configs --config-name my_profile
                                             start from your own primary config"""
-UNSUPPORTED = ("shell_completion", "experimental_rerun")  # completion would complete `litops`, not `litops run`
-FLAG_HELP = {
-    "overrides": "KEY=VALUE, GROUP=OPTION, +KEY=VALUE, ~KEY, KEY=null; with -m, KEY=A,B sweeps",
-    "config_path": "the config tree to use instead of litops's configs/ (a folder)",
-    "config_name": f"the primary config in the tree (default: {CONFIG_NAME})",
-    "config_dir": "a folder of extra config options, searched after the config tree",
-    "multirun": "one flow run per sweep point (comma lists), one after the other; then a table of results",
-}
+INFO_TOPICS = ["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Hydra's own parser, named and described as `litops run`."""
-    from hydra._internal.utils import get_args_parser
-
-    parser = get_args_parser()
-    parser.prog, parser.description, parser.epilog = "litops run", DESCRIPTION, EXAMPLES
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    for action in parser._actions:  # Hydra's wording speaks of a decorated Python file
-        action.help = FLAG_HELP.get(action.dest, action.help)
-        if action.dest in UNSUPPORTED:
-            action.help = argparse.SUPPRESS
-        if action.dest == "overrides":
-            action.metavar = "KEY=VALUE"
-    return parser
+    """Hydra's app flags, named and described as `litops run`."""
+    p = argparse.ArgumentParser(prog="litops run", description=DESCRIPTION, epilog=EXAMPLES, add_help=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--help", "-h", action="store_true", help="this help")
+    p.add_argument("--hydra-help", action="store_true", help="Hydra's help")
+    p.add_argument("--cfg", "-c", choices=["job", "hydra", "all"], help="print the composed config instead of running")
+    p.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations before printing")
+    p.add_argument("--package", "-p", help="with --cfg: the config package to print")
+    p.add_argument("--run", "-r", action="store_true", help="run one flow (the default)")
+    p.add_argument("--multirun", "-m", action="store_true",
+                   help="one flow run per sweep point (comma lists), one after the other; then a table of results")
+    p.add_argument("--config-path", "-cp", help="the config tree to use instead of litops's configs/ (a folder)")
+    p.add_argument("--config-name", "-cn", help=f"the primary config in the tree (default: {CONFIG_NAME})")
+    p.add_argument("--config-dir", "-cd", help="a folder of extra config options, searched after the config tree")
+    p.add_argument("--info", "-i", nargs="?", const="all", choices=INFO_TOPICS, help="print Hydra information")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="KEY=VALUE, GROUP=OPTION, +KEY=VALUE, ~KEY, KEY=null; with -m, KEY=A,B sweeps")
+    return p
 
 
 @dataclass
 class Outcome:
-    """One flow run of the app: its overrides and summary, or the exception it ended with."""
+    """One flow run: its overrides and summary, or the exception it ended with."""
 
     overrides: list[str]
     primary_metric: str
@@ -77,29 +78,21 @@ class Outcome:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _check_commands(parser, args)
-    from hydra import version
-
-    version.setbase("1.3")
-    register_schema()
-    source = _config_source(parser, args)
-    with config_source(source):
-        hydra = _create_hydra(source)
-        try:
-            return _dispatch(hydra, parser, args, source)
-        finally:
-            from hydra.core.global_hydra import GlobalHydra
-
-            GlobalHydra.instance().clear()
-
-
-def _check_commands(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if any(getattr(args, dest) for dest in UNSUPPORTED):
-        parser.error("--shell-completion and --experimental-rerun are not supported by litops run")
     if sum([args.run, args.multirun, args.cfg is not None, args.info is not None]) > 1:
         parser.error("only one of --run, --multirun, --cfg and --info can be given")
     if args.resolve and args.cfg is None and not args.help:
         parser.error("--resolve goes with --cfg")
+    source = _config_source(parser, args)
+    if args.help:
+        print(app_help(parser, source))
+    elif args.multirun or args.info is not None or args.hydra_help:
+        return hydra_app(_absolute_folders(argv, source))
+    elif args.cfg is not None:
+        print_config(args, source)
+    else:
+        cfg = load_config(args.overrides, source)  # the run's one composition; a bad config fails here
+        return _report_run(flow_run(cfg, args.overrides))
+    return 0
 
 
 def _config_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ConfigSource:
@@ -112,75 +105,113 @@ def _config_source(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                         extra_dir=os.path.abspath(args.config_dir) if args.config_dir else "")
 
 
-def _create_hydra(source: ConfigSource):
-    from hydra._internal.hydra import Hydra
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    return Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path(source))
-
-
-def _dispatch(hydra, parser: argparse.ArgumentParser, args: argparse.Namespace, source: ConfigSource) -> int:
-    overrides = [*HYDRA_DEFAULTS, *args.overrides]
-    if args.help:
-        print(_app_help(hydra, parser))
-    elif args.hydra_help:
-        with_defaults = argparse.Namespace(**{**vars(args), "overrides": overrides})
-        _composed(lambda: hydra.hydra_help(config_name=source.name, args_parser=parser, args=with_defaults))
-    elif args.cfg is not None:
-        load_config(args.overrides)  # the schema's checks too, as a run would make them
-        _composed(lambda: hydra.show_cfg(config_name=source.name, overrides=overrides, cfg_type=args.cfg,
-                                         package=args.package, resolve=args.resolve))
-    elif args.info is not None:
-        _composed(lambda: hydra.show_info(args.info, config_name=source.name, overrides=overrides))
-    elif args.multirun:
-        batches = _composed(lambda: hydra.multirun(config_name=source.name, task_function=_sweep_point,
-                                                   overrides=[*overrides, "hydra.mode=MULTIRUN"]))
-        return _report_sweep([job.return_value for batch in batches for job in batch])
-    else:
-        load_config(args.overrides)  # a bad config fails before Hydra makes the run's folder
-        job = _composed(lambda: hydra.run(config_name=source.name, task_function=_flow_run,
-                                          overrides=[*overrides, "hydra.mode=RUN"]))
-        return _report_run(job.return_value)
-    return 0
+def _absolute_folders(argv: list[str], source: ConfigSource) -> list[str]:
+    """The same command line for Hydra's app, its config folders absolute."""
+    folders = {"--config-path": source.primary_dir, "-cp": source.primary_dir,
+               "--config-dir": source.extra_dir, "-cd": source.extra_dir}
+    out, args = [], iter(argv)
+    for arg in args:
+        flag, eq, _ = arg.partition("=")
+        if flag in folders:
+            out += [flag, folders[flag]]
+            if not eq:
+                next(args, None)
+        else:
+            out.append(arg)
+    return out
 
 
-def _composed(call: Callable[[], Any]) -> Any:
-    """Call Hydra; a config it cannot compose is a one-line ConfigError (a flow run's own errors never
-    reach here: they are kept in its Outcome)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+def app_help(parser: argparse.ArgumentParser, source: ConfigSource) -> str:
+    groups = config_groups([source.tree, *([source.extra_dir] if source.extra_dir else [])])
+    return f"{parser.format_help().rstrip()}\n\nconfig groups (GROUP=OPTION):\n" + "".join(
+        f"  {group}: {', '.join(options)}\n" for group, options in groups.items())
+
+
+def config_groups(trees: list[str]) -> dict[str, list[str]]:
+    """Each config group of the trees and its options, as Hydra lists them (its own groups left out)."""
+    groups: dict[str, set[str]] = {}
+    for tree in trees:
+        for option in Path(tree).glob("*/*.yaml"):
+            if option.parent.name != "hydra":
+                groups.setdefault(option.parent.name, set()).add(option.stem)
+    return {group: sorted(options) for group, options in sorted(groups.items())}
+
+
+def print_config(args: argparse.Namespace, source: ConfigSource) -> None:
+    """`--cfg job|hydra|all`, as Hydra prints it; the schema's checks are made as a run would make them."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import Container, OmegaConf, open_dict
+
+    composed = compose_config(args.overrides, source, with_hydra_node=True)
+    HydraConfig.instance().set_config(composed)  # ${hydra:...} resolves as in a run
+    job = composed.copy()
+    with open_dict(job):
+        del job["hydra"]
+    to_litops_config(job)
+    shown = {"job": job, "hydra": OmegaConf.masked_copy(composed, "hydra"), "all": composed}[args.cfg]
+    if args.package and args.package != "_global_":
+        shown = OmegaConf.select(shown, args.package)
+        if shown is None:
+            raise SystemExit(f"litops run: package '{args.package}' not found in the config")
+        if not isinstance(shown, Container):
+            print(shown)
+            return
+        print(f"# @package {args.package}")
+    if args.resolve:
+        OmegaConf.resolve(shown)
+    sys.stdout.write(OmegaConf.to_yaml(shown))
+
+
+SWEEP_OUTCOMES: list[Outcome] = []  # filled by Hydra's app, one per sweep job
+
+
+def hydra_app(argv: list[str]) -> int:
+    """Hydra's own app for -m, --info and --hydra-help; its errors come back here as exceptions."""
+    import hydra
 
     from litops.core.config import ConfigError
+    from litops.flows.config import register_schema
 
+    register_schema()
+    app = hydra.main(version_base="1.3", config_path="pkg://litops.configs", config_name=CONFIG_NAME)(sweep_point)
+    saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv, os.environ["HYDRA_FULL_ERROR"] = ["litops run", *argv], "1"  # raise instead of print a traceback
+    SWEEP_OUTCOMES.clear()
     try:
-        return call()
-    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        app()
+    except SystemExit as e:
+        return int(e.code or 0)
+    except Exception as e:
         raise ConfigError(one_line(e)) from None
+    finally:
+        sys.argv = saved_argv
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
+    return _report_sweep(SWEEP_OUTCOMES) if SWEEP_OUTCOMES else 0
 
 
-def _app_help(hydra, parser: argparse.ArgumentParser) -> str:
-    groups = hydra.format_config_groups(lambda group: not (group == "hydra" or group.startswith("hydra/")))
-    return f"{parser.format_help().rstrip()}\n\nconfig groups (GROUP=OPTION):\n" + "".join(
-        f"  {line}\n" for line in groups.splitlines())
-
-
-def _sweep_point(cfg) -> Outcome:
+def sweep_point(composed) -> None:
+    """One sweep job: the config Hydra composed for it, typed and run."""
     from hydra.core.hydra_config import HydraConfig
 
-    hydra_cfg = HydraConfig.get()
-    print(f"litops run: sweep job #{hydra_cfg.job.num}: {' '.join(hydra_cfg.overrides.task) or '(no overrides)'}",
-          file=sys.stderr)
-    return _flow_run(cfg)
-
-
-def _flow_run(cfg) -> Outcome:
-    """One flow run with this job's overrides; an exception is kept (Hydra would print it as a traceback)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    outcome = Outcome(list(HydraConfig.get().overrides.task), str(cfg.registry.primary_metric))
+    job = HydraConfig.get().job
+    overrides = list(HydraConfig.get().overrides.task)
+    print(f"litops run: sweep job #{job.num}: {' '.join(overrides) or '(no overrides)'}", file=sys.stderr)
     try:
-        outcome.summary = run_flow(outcome.overrides)
+        cfg = to_litops_config(composed)
+    except Exception as e:
+        SWEEP_OUTCOMES.append(Outcome(overrides, str(composed.registry.primary_metric), error=e))
+        return
+    SWEEP_OUTCOMES.append(flow_run(cfg, overrides))
+
+
+def flow_run(cfg: LitopsConfig, overrides: list[str]) -> Outcome:
+    """One flow run; an exception is kept (it is reported as one line)."""
+    outcome = Outcome(list(overrides), cfg.registry.primary_metric)
+    try:
+        outcome.summary = run_flow(cfg)
     except Exception as e:
         outcome.error = e
     gate = outcome.summary.get("gate_metrics", {})
@@ -188,16 +219,13 @@ def _flow_run(cfg) -> Outcome:
     return outcome
 
 
-def run_flow(overrides: list[str]) -> dict[str, Any]:
-    """The retrain flow, holding the model's lock; a refused run never starts Prefect."""
-    from pathlib import Path
-
+def run_flow(cfg: LitopsConfig) -> dict[str, Any]:
+    """The retrain flow on this config, holding the model's lock; a refused run never starts Prefect."""
     from litops.flows.cli_commands import prepare_env
     from litops.flows.gate_preflight import check_gate_metrics
     from litops.flows.run_lock import model_lock
 
-    cfg = load_config(overrides)  # fail fast, before Prefect starts
-    check_gate_metrics(cfg)  # a gate metric the user's data cannot give, too
+    check_gate_metrics(cfg)  # a gate metric the user's data cannot give fails before Prefect starts
     with model_lock(Path(cfg.home), cfg.registry.model_name):
         prepare_env(cfg.home)
         from litops.flows.launcher import prestart_step_server, quiet_component_failures
@@ -206,7 +234,7 @@ def run_flow(overrides: list[str]) -> dict[str, Any]:
         quiet_component_failures()
         if cfg.launcher.kind == "local":
             prestart_step_server()
-        return retrain(overrides=overrides)
+        return retrain(config=cfg)
 
 
 def _report_run(outcome: Outcome) -> int:

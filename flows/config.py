@@ -1,20 +1,26 @@
-"""Compose the litops config with Hydra: YAML tree + typed schema + CLI overrides."""
+"""Compose the litops config once, with Hydra's public compose API: YAML tree + typed schema + overrides.
+
+A run composes its config here (or in Hydra's app for sweeps), checks it against the schema, and
+writes it as the run's resolved `config.yaml`. The flow takes the typed config as its parameter and
+every step reads that file: nothing composes it again.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import yaml
 
 from litops.core.config import ConfigError, LitopsConfig, from_dict, validate
 from litops.core.workspace import resolve_home
 
 SCHEMA_NAME = "litops_schema"
 CONFIG_NAME = "config"
+JOB_NAME = "litops_run"
 
 
 def config_dir() -> str:
@@ -29,19 +35,23 @@ class ConfigSource:
     name: str = CONFIG_NAME
     extra_dir: str = ""  # searched after the primary tree: extra group options, extra primary configs
 
+    @property
+    def tree(self) -> str:
+        return self.primary_dir or config_dir()
 
-_source = ConfigSource()
+    def layout(self) -> tuple[str, list[str]]:
+        """The folder the primary config is read from, and the folders searched after it (Hydra's own
+        `hydra.searchpath` key). A primary config that only the extra folder has is read from there,
+        as `--config-dir` finds it in Hydra's app."""
+        if not self.extra_dir:
+            return self.tree, []
+        extra = str(Path(self.extra_dir).resolve())
+        if not (Path(self.tree) / f"{self.name}.yaml").exists() and (Path(extra) / f"{self.name}.yaml").exists():
+            return extra, [self.tree]
+        return self.tree, [extra]
 
 
-@contextmanager
-def config_source(source: ConfigSource) -> Iterator[None]:
-    """Every load_config in the block reads from `source` (the flow composes its config again by overrides)."""
-    global _source
-    previous, _source = _source, source
-    try:
-        yield
-    finally:
-        _source = previous
+PACKAGED = ConfigSource()
 
 
 def register_schema() -> None:
@@ -63,46 +73,27 @@ def one_line(err: BaseException) -> str:
     return " - ".join(parts) or "invalid config"
 
 
-def load_config(overrides: list[str] | None = None) -> LitopsConfig:
+def load_config(overrides: list[str] | None = None, source: ConfigSource = PACKAGED) -> LitopsConfig:
     """The resolved, type-checked config; raises ConfigError with one line naming the bad key."""
-    return to_litops_config(compose_config(overrides))
+    return to_litops_config(compose_config(overrides, source))
 
 
-def compose_config(overrides: list[str] | None = None) -> Any:
-    """The composed DictConfig (Hydra's own node left out); ConfigError with one line when it cannot be.
-
-    Composed by a config loader of its own, not Hydra's global instance: `litops run`'s Hydra app
-    holds that one while the flow composes its config again."""
-    from hydra import version
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+def compose_config(overrides: list[str] | None = None, source: ConfigSource = PACKAGED,
+                   with_hydra_node: bool = False) -> Any:
+    """The composed DictConfig; ConfigError with one line when it cannot be composed."""
+    from hydra import compose, initialize_config_dir
     from hydra.core.utils import setup_globals
-    from hydra.types import RunMode
-    from omegaconf import open_dict
 
     register_schema()
-    version.setbase("1.3")
     setup_globals()  # Hydra's resolvers (${now:...}) for its own node
+    primary, searched = source.layout()
+    search = [f"hydra.searchpath=[{','.join(f'file://{folder}' for folder in searched)}]"] if searched else []
     try:
-        loader = ConfigLoaderImpl(config_search_path=search_path(_source))
-        composed = loader.load_configuration(config_name=_source.name, overrides=list(overrides or []),
-                                             run_mode=RunMode.RUN, from_shell=False)
+        with initialize_config_dir(config_dir=primary, version_base="1.3", job_name=JOB_NAME):
+            return compose(config_name=source.name, overrides=[*(overrides or []), *search],
+                           return_hydra_config=with_hydra_node)
     except Exception as e:  # hydra/omegaconf raise several types; all are user errors here
         raise ConfigError(one_line(e)) from None
-    with open_dict(composed):
-        del composed["hydra"]
-    return composed
-
-
-def search_path(source: ConfigSource) -> Any:
-    """Hydra's config search path for a source, as `hydra.main` builds it (--config-dir before the schemas)."""
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
-
-    path = create_config_search_path(os.path.abspath(source.primary_dir or config_dir()))
-    if source.extra_dir:
-        path.prepend(provider="command-line", path=f"file://{os.path.abspath(source.extra_dir)}",
-                     anchor=SearchPathQuery(provider="schema"))
-    return path
 
 
 def to_litops_config(composed: Any) -> LitopsConfig:
@@ -120,8 +111,7 @@ def to_litops_config(composed: Any) -> LitopsConfig:
 
 
 def write_config(cfg: LitopsConfig, path: Path) -> Path:
-    import dataclasses
-
+    """The run's resolved config as YAML: what every step of the run reads."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     return path

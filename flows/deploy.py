@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from litops.core.config import LitopsConfig
+from litops.core.config import LitopsConfig, to_dict
 from litops.flows import server
 from litops.flows.events import data_trigger
 
@@ -17,7 +17,7 @@ def deployment_name(cfg: LitopsConfig) -> str:
     return f"{cfg.schedule.deployment_name}-{cfg.registry.model_name}"
 
 
-def build_deployment(cfg: LitopsConfig, overrides: list[str]):
+def build_deployment(cfg: LitopsConfig):
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
@@ -28,7 +28,7 @@ def build_deployment(cfg: LitopsConfig, overrides: list[str]):
         name=name,
         schedules=[Cron(cfg.schedule.cron, timezone=cfg.schedule.timezone)],
         triggers=[data_trigger(cfg.home, cfg.data.name, name)],
-        parameters={"overrides": list(overrides)},
+        parameters={"config": to_dict(cfg)},  # composed once, at deploy time: the UI shows it as a form
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
         tags=["litops", f"model:{cfg.registry.model_name}"],
         description=f"Retrain {cfg.registry.model_name} on cron '{cfg.schedule.cron}' ({cfg.schedule.timezone}) "
@@ -46,11 +46,11 @@ def ensure_server(home: Path, say=print) -> str:
     return state.api_url
 
 
-def deploy(cfg: LitopsConfig, overrides: list[str], apply_only: bool = False):
+def deploy(cfg: LitopsConfig, apply_only: bool = False):
     home = Path(cfg.home)
     os.environ["LITOPS_HOME"] = str(home)  # served runs are child processes: same workspace
     url = ensure_server(home)
-    deployment = build_deployment(cfg, overrides)
+    deployment = build_deployment(cfg)
     full_name = f"litops-retrain/{deployment.name}"
     if apply_only:
         deployment_id = deployment.apply()

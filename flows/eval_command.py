@@ -8,7 +8,7 @@ benchmark on the workspace's dataset (<home>/data/datasets/<data.name>), and is 
 no suite is configured. Arguments with `=` are Hydra overrides, as for `litops run`.
 
 The evaluate component does the work, launched the way the flow's evaluate step is, with the
-resolved config (kept as config.json in the output folder). The metrics are printed as a table
+resolved config (kept as config.yaml in the output folder). The metrics are printed as a table
 on stdout; metrics.json and the plots stay in `--out` (default
 <home>/evals/<name>-<alias or version>-<UTC time>). An error is one line on stderr; the exit
 code is 2 for a bad command line or config, 1 when the evaluation fails.
@@ -118,7 +118,7 @@ def evaluate(cfg, model: str, dataset_dir: Path | None, suites: list[str], out: 
     Workspace(Path(cfg.home)).create()
     out.mkdir(parents=True, exist_ok=True)
     label = model_slug(shown_ref)
-    args = ["--config", str(write_config(cfg, out / "config.json")), "--out", str(out),
+    args = ["--config", str(write_config(cfg, out / "config.yaml")), "--out", str(out),
             "--model", f"{label}={model}", "--suites", ",".join(suites)]
     if dataset_dir is not None:
         args += ["--dataset-dir", str(dataset_dir)]

@@ -26,7 +26,7 @@ def check_gate_metrics(cfg) -> None:
     if not (dataset_dir / "dataset.json").is_file():
         return  # the flow's data step says how to add it
     with tempfile.TemporaryDirectory(prefix="litops-gate-") as tmp:
-        args = ["gate-metrics", "--config", str(write_config(cfg, Path(tmp) / "config.json")),
+        args = ["gate-metrics", "--config", str(write_config(cfg, Path(tmp) / "config.yaml")),
                 "--dataset-dir", str(dataset_dir)]
         try:  # a fresh interpreter: the step imports neither torch nor MLflow; no step server yet
             LocalProcessLauncher(warm=False).run(JobSpec("gate-metrics", "register", args), log=lambda line: None,

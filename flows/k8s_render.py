@@ -228,7 +228,7 @@ def example_train_spec(cfg: LitopsConfig) -> JobSpec:
 
     home = Path(cfg.home)
     ckpt = home / "checkpoints" / "<config-hash>-<data-version>"
-    args = ["--config", str(home / "runs" / "<run>" / "config.json"), "--dataset-dir",
+    args = ["--config", str(home / "runs" / "<run>" / "config.yaml"), "--dataset-dir",
             str(home / "data" / "datasets" / cfg.data.name), "--checkpoint-dir", str(ckpt),
             "--data-version", "<data-version>", "--tracking-uri", cfg.mlflow.tracking_uri or "<tracking-uri>",
             "--experiment", cfg.mlflow.experiment, "--artifact-location", cfg.mlflow.artifact_location]

@@ -17,11 +17,11 @@ from typing import Any, Iterator
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from litops.core.config import LitopsConfig, config_hash
+from litops.core.config import LitopsConfig, config_hash, validate
 from litops.core.faults import crash_point, mark_flow_process
 from litops.core.workspace import Workspace, artifact_location, tracking_uri
 from litops.flows import announce, steps
-from litops.flows.config import load_config, write_config
+from litops.flows.config import write_config
 from litops.flows.launcher import Launcher, make_launcher
 from litops.flows.run_lock import RunInProgress, model_lock
 
@@ -81,15 +81,16 @@ class RunContext:
 def new_context(cfg: LitopsConfig) -> RunContext:
     ws = Workspace(Path(cfg.home)).create()
     run_dir = ws.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    return RunContext(cfg, ws, write_config(cfg, run_dir / "config.json"), run_dir,
+    return RunContext(cfg, ws, write_config(cfg, run_dir / "config.yaml"), run_dir,
                       make_launcher(cfg.launcher.kind, cfg=cfg), config_hash(cfg), StepTimer(), code_version())
 
 
 @flow(name="litops-retrain", log_prints=True, on_failure=[announce.run_failed], on_crashed=[announce.run_failed],
       on_completion=[announce.run_finished])
-def retrain(overrides: list[str] | None = None) -> dict[str, Any]:
-    cfg: LitopsConfig = load_config(overrides)
-    ctx = new_context(cfg)
+def retrain(config: LitopsConfig) -> dict[str, Any]:
+    """One retrain on a composed config (`litops run` composes it once; a deployment holds it as its
+    parameter, which the Prefect UI shows and edits as a form)."""
+    ctx = new_context(validate(config))
     announce.track(ctx)
     mark_flow_process()
     with model_lock(ctx.ws.home, ctx.model_name):  # re-entered when `litops run` already holds it

@@ -393,13 +393,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def load_json(path: str) -> LitopsConfig:
+def read_config_file(path: str) -> LitopsConfig:
+    """A run's resolved config.yaml (JSON, a subset of YAML, reads too), checked against the schema."""
+    import yaml
+
     with open(path, encoding="utf-8") as f:
-        return validate(from_dict(LitopsConfig, json.load(f)))
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a config (a mapping of sections)")
+    return validate(from_dict(LitopsConfig, data))
 
 
-# Keys inside those sections that change how fast, not what, is trained: a different worker
-# count must not make a new training run (and leaves the hashes of existing versions as they were).
 # Keys that never change the trained weights: cadences, thread and reader counts, the node cache.
 # Changing one resumes the same training run instead of starting a new one.
 NOT_HASHED = {"data": ("workers", "cache_dir", "cache_limit"),

@@ -6,14 +6,14 @@ import argparse
 import sys
 
 from litops.core.component_cli import emit_result
-from litops.core.config import LitopsConfig, load_json
+from litops.core.config import LitopsConfig, read_config_file
 
 
 def _load_cfg(path: str | None) -> LitopsConfig:
     if not path:
         return LitopsConfig()
     try:
-        return load_json(path)
+        return read_config_file(path)
     except FileNotFoundError:
         from litops.core.config import ConfigError
 

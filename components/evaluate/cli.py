@@ -191,11 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from litops.core.config import ConfigError, load_json
+    from litops.core.config import ConfigError, read_config_file
     from litops.core.workspace import tracking_uri
 
     try:
-        cfg = load_json(args.config)
+        cfg = read_config_file(args.config)
     except ConfigError:
         raise
     except (OSError, ValueError) as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from litops.core.component_cli import UserError, emit_result
-from litops.core.config import LitopsConfig, load_json
+from litops.core.config import LitopsConfig, read_config_file
 
 SUBCOMMANDS = ("gate-metrics", "lookup", "log", "gate", "champion", "promote", "rollback", "models")
 
@@ -74,7 +74,7 @@ def load_config(path: str | None) -> LitopsConfig:
     if not Path(path).is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        return load_json(path)
+        return read_config_file(path)
     except json.JSONDecodeError as e:
         raise UserError(f"config file {path} is not valid JSON: {e}") from None
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from litops.core.component_cli import emit_result
-from litops.core.config import LitopsConfig, config_hash, load_json, to_dict
+from litops.core.config import LitopsConfig, config_hash, read_config_file, to_dict
 from litops.core.shard_index import is_s3
 from litops.core.storage import dvc_remote
 from litops.core.workspace import Workspace, resolve_home
@@ -86,7 +86,7 @@ def checkpoint_target(args: argparse.Namespace, cfg: LitopsConfig):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = load_json(args.config) if args.config else LitopsConfig()
+    cfg = read_config_file(args.config) if args.config else LitopsConfig()
     ckpt_dir, mirror = checkpoint_target(args, cfg)  # local folder + optional S3 mirror
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 logs and reports

@@ -37,7 +37,7 @@ def build_config(model: str, steps: int, home: str, cache: bool):
     overrides = [f"home={home}", f"train.steps={steps}", f"train.checkpoint_every={steps}",
                  f"train.warmup_steps={max(1, steps // 10)}", f"train.feature_cache={str(cache).lower()}"]
     if model == "lit_effnet_minilm":
-        overrides.append("model=lit_effnet_minilm")
+        overrides.append("experiment=lit_effnet_minilm")
     elif model == "lit_small":
         overrides += ["model.image_tower=efficientnet_lite0", "model.image_input_size=128", "model.lock=Lu"]
     else:

@@ -70,10 +70,11 @@ def test_a_deployment_run_of_the_flow_is_refused_too(held_lock, tmp_path, monkey
     """Deployments call the flow directly (no `litops run` lock around it): the flow takes the lock itself."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from litops.flows.config import load_config
     from litops.flows.retrain import retrain
 
     monkeypatch.setenv("LITOPS_HOME", str(tmp_path))
     with prefect_test_harness(server_startup_timeout=60):
         with pytest.raises(RunInProgress):
-            retrain(overrides=["train.steps=1"])
+            retrain(config=load_config(["train.steps=1"]))
     assert not list((tmp_path / "checkpoints").iterdir())  # nothing was trained

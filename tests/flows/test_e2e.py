@@ -39,10 +39,11 @@ def home(tmp_path_factory):
 
 
 def run_flow(home, monkeypatch, overrides):
+    from litops.flows.config import load_config
     from litops.flows.retrain import retrain
 
     monkeypatch.setenv("LITOPS_HOME", str(home))
-    return retrain(overrides=overrides)
+    return retrain(config=load_config(overrides))
 
 
 @pytest.mark.slow

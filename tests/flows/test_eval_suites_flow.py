@@ -22,7 +22,7 @@ from tests.conftest import COLOURS, SHAPES, _draw
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["model=small", "data.n_train=192", "data.n_val=32", "data.n_test=32", "data.image_size=32", "data.shard_size=400",
+SMALL = ["experiment=scratch_small", "data.n_train=192", "data.n_val=32", "data.n_test=32", "data.image_size=32", "data.shard_size=400",
          "train.steps=6", "train.batch_size=32", "train.checkpoint_every=6", "train.warmup_steps=2",
          "model.image_width=16", "model.text_width=64", "model.text_heads=2", "model.embed_dim=64",
          "registry.absolute_floor=0.0"]  # promoted whatever it scores: `litops eval` then has a champion

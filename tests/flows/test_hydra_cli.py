@@ -16,7 +16,7 @@ from litops.core.component_cli import EXIT_CONFIG_ERROR
 
 # A sweep point trains 20 steps on a tiny dataset in a few seconds. The sweep machinery does not
 # depend on the model, so the points train the small from-scratch model: no pretrained tower to load.
-TINY_SWEEP = ["model=small", "data.n_train=400", "data.n_val=80", "data.n_test=80", "data.image_size=32", "data.shard_size=400",
+TINY_SWEEP = ["experiment=scratch_small", "data.n_train=400", "data.n_val=80", "data.n_test=80", "data.image_size=32", "data.shard_size=400",
               "train.batch_size=64", "train.checkpoint_every=10", "train.warmup_steps=4", "model.image_width=16",
               "model.text_width=64", "model.text_heads=2", "model.embed_dim=64", "registry.absolute_floor=0.0"]
 
@@ -105,16 +105,15 @@ def test_config_dir_adds_options_and_config_name_picks_the_primary(tmp_path):
     assert cfg["train"]["steps"] == 11 and cfg["loss"]["impl"] == "reference"
 
 
-def test_the_flow_composes_its_config_from_the_same_source(tmp_path, monkeypatch):
-    """The flow composes its config again from the overrides: --config-dir/--config-name must reach it."""
-    from litops.flows.config import ConfigSource, config_source, load_config
+def test_a_config_source_reads_extra_options_without_global_state(tmp_path):
+    """--config-dir reaches the one composition as Hydra's own searchpath key; the next load is unaffected."""
+    from litops.flows.config import ConfigSource, load_config
 
     extra = tmp_path / "mine"
     (extra / "loss").mkdir(parents=True)
     (extra / "loss" / "fast.yaml").write_text("name: softmax\nimpl: reference\n")
-    with config_source(ConfigSource(extra_dir=str(extra))):
-        assert load_config(["loss=fast"]).loss.impl == "reference"
-    assert load_config(["train.steps=3"]).train.steps == 3  # back to the packaged tree afterwards
+    assert load_config(["loss=fast"], ConfigSource(extra_dir=str(extra))).loss.impl == "reference"
+    assert load_config(["train.steps=3"]).train.steps == 3  # the packaged tree alone
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from tests.conftest import make_tiny_dataset
 from tests.flows.test_e2e import TINY as E2E_TINY
 
 # What fires the runs is under test here, not the model: the small from-scratch one trains fastest.
-TINY = ["model=small", *E2E_TINY]
+TINY = ["experiment=scratch_small", *E2E_TINY]
 
 pytestmark = pytest.mark.slow
 LITOPS = str(Path(sys.executable).with_name("litops"))

@@ -19,15 +19,20 @@ small from-scratch model trained for few steps.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
 from litops.core.workspace import Workspace
 from litops.data.versioning import DataRepo
+from tests.flows.count_compositions import LOG_ENV
 from tests.flows.test_eval_suites_flow import litops
 
 pytestmark = pytest.mark.slow
@@ -37,7 +42,7 @@ SHAPES = ("square", "circle", "triangle")
 PAIRS, PER_FOLDER, SIZE = 300, 100, 48
 DATA = ["data.source=path", "data.name=caps", "data.image_size=32"]
 ADD = [*DATA, "data.shard_size=100", "data.val_fraction=0.2"]  # 60 pairs held out in `val`
-TRAIN = ["model=small", "train.steps=30", "train.batch_size=32", "train.checkpoint_every=30", "train.warmup_steps=3",
+TRAIN = ["experiment=scratch_small", "train.steps=30", "train.batch_size=32", "train.checkpoint_every=30", "train.warmup_steps=3",
          "train.lr=3e-3", "model.image_width=16", "model.text_width=64", "model.text_heads=2", "model.embed_dim=64"]
 AUTO_GATE = "the gate decides on retrieval_mean_r1; guards: retrieval_i2t_r1, retrieval_t2i_r1"
 
@@ -90,8 +95,12 @@ def test_user_pairs_get_a_gate_they_can_pass_and_a_metric_they_cannot_give_is_re
     assert not (home / "checkpoints").exists() or not any((home / "checkpoints").iterdir())  # nothing trained
     assert not (home / "mlflow.db").exists()  # no run, no model version
 
-    run = litops(home, "run", *DATA, *TRAIN, timeout=400)
+    compositions = tmp_path / "compositions.log"  # the config is composed once per run, in the CLI's process
+    run = subprocess.run([sys.executable, "-m", "tests.flows.count_compositions", "run", *DATA, *TRAIN],
+                         capture_output=True, text=True, timeout=400,
+                         env={**os.environ, "LITOPS_HOME": str(home), LOG_ENV: str(compositions)})
     assert run.returncode == 0, run.stderr[-3000:]
+    assert [line.split()[0] for line in compositions.read_text().splitlines()] == ["compose"]
     assert AUTO_GATE in run.stderr and "PROMOTED" in run.stdout + run.stderr
 
     uri = f"sqlite:///{home}/mlflow.db"
@@ -108,7 +117,7 @@ def test_user_pairs_get_a_gate_they_can_pass_and_a_metric_they_cannot_give_is_re
         assert 0.0 <= recalls[0] <= recalls[1] <= recalls[2] <= 1.0, (direction, recalls)
     assert not [k for k in logged if k.endswith("_heldout")]  # no test split: nothing invented for it
     assert "eval/recall_at_k.png" in {f.path for f in client.list_artifacts(champion.tags["train_run_id"], "eval")}
-    runs = [p for p in (home / "runs").glob("*/config.json") if p.parent.name != "cli"]  # runs/cli: `data add`'s
-    assert len(runs) == 1 and json.loads(runs[0].read_text())["registry"]["primary_metric"] == "retrieval_mean_r1"
+    runs = [p for p in (home / "runs").glob("*/config.yaml") if p.parent.name != "cli"]  # runs/cli: `data add`'s
+    assert len(runs) == 1 and yaml.safe_load(runs[0].read_text())["registry"]["primary_metric"] == "retrieval_mean_r1"
     evaluation = json.loads((runs[0].parent / "eval" / "metrics.json").read_text())
     assert any("split 'test' skipped" in note and "_heldout" in note for note in evaluation["skipped"])

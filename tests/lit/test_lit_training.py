@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,10 +144,23 @@ def test_system_metrics_reach_mlflow(tmp_path, monkeypatch):
 def test_lit_effnet_minilm_config():
     from litops.flows.config import load_config
 
-    cfg = load_config(["model=lit_effnet_minilm"])
+    cfg = load_config(["experiment=lit_effnet_minilm"])
     assert (cfg.model.image_tower, cfg.model.text_tower, cfg.model.lock) == ("efficientnet_lite0", "minilm", "LU")
     assert cfg.loss.name == "sigmoid" and cfg.train.feature_cache is True
+    assert (cfg.train.steps, cfg.train.lr) == (100, 0.0002)  # the experiment's presets for a pretrained text tower
     assert cfg.model.image_input_size == 0  # the tower's own 224 px (64 px starves the locked ImageNet features)
-    assert load_config(["model=lit_effnet_minilm", "train.steps=7"]).train.steps == 7  # CLI overrides still win
+    assert load_config(["experiment=lit_effnet_minilm", "train.steps=7"]).train.steps == 7  # CLI overrides still win
     assert load_config([]).model.lock == "Lu"  # the embedded default: LiT (configs/model/lit.yaml)
-    assert load_config(["model=small"]).model.lock == "uu"  # the old default: both towers from scratch
+    assert load_config(["experiment=scratch_small"]).model.lock == "uu"  # both towers from scratch
+
+
+def test_model_groups_set_model_keys_only():
+    """Training presets live in experiments: picking a model leaves the experiment's training settings."""
+    from litops.flows.config import config_dir, load_config
+
+    experiment = load_config([])
+    assert load_config(["model=small"]).train == experiment.train
+    assert load_config(["model=lit_effnet_minilm"]).train == experiment.train
+    for option in sorted(Path(config_dir(), "model").glob("*.yaml")):
+        text = option.read_text()
+        assert "@package _global_" not in text and "\ntrain:" not in text, option.name

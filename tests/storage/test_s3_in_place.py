@@ -184,6 +184,7 @@ def harness():
 
 @pytest.mark.slow
 def test_flow_trains_and_evaluates_straight_from_the_bucket(harness, bucket, s3_env, tmp_path, monkeypatch):
+    from litops.flows.config import load_config
     from litops.flows.retrain import retrain
     from litops.data.api import add_in_place_and_version
 
@@ -196,7 +197,7 @@ def test_flow_trains_and_evaluates_straight_from_the_bucket(harness, bucket, s3_
     added = add_in_place_and_version(f"s3://{bucket}/ds", config(home, "bucketed"))
     assert added["by_reason"] == {"caption_empty": 1, "image_undecodable": 1}
 
-    summary = retrain(overrides=RUN)
+    summary = retrain(config=load_config(RUN))
     assert summary["status"] == "promoted", summary
     assert summary["data_version"] == added["data_version"]
     assert "retrieval_mean_r1" in summary["metrics"]
@@ -208,7 +209,7 @@ def test_flow_trains_and_evaluates_straight_from_the_bucket(harness, bucket, s3_
 
     s3.put_object(Bucket=bucket, Key="ds/train/00000.tar", Body=shard_bytes(500, 24))  # same size, other bytes
     with pytest.raises(Exception) as err:
-        retrain(overrides=RUN + ["train.steps=12"])
+        retrain(config=load_config(RUN + ["train.steps=12"]))
     assert "ds/train/00000.tar changed since this data version" in str(err.value)
 
 
