@@ -112,8 +112,11 @@ def crash_point(name: str) -> None:
 
 def flow_step_done(step: str) -> None:
     """The flow's step `step` (one of FLOW_STEPS) finished: crash point after_<step>."""
-    if armed().crash_at:
-        crash_point(f"after_{step.replace(' ', '_')}")
+    if not armed().crash_at:
+        return
+    if step not in FLOW_STEPS:  # a renamed step would leave its documented point never firing
+        raise ValueError(f"flow step {step!r} is not in litops.core.faults.FLOW_STEPS {FLOW_STEPS}")
+    crash_point(f"after_{step.replace(' ', '_')}")
 
 
 class Batch(Protocol):

@@ -125,6 +125,12 @@ def test_the_flow_dies_after_the_armed_step_finished(point, finished):
     assert f"SIGKILL at {point}" in out.stderr
 
 
+def test_an_armed_flow_refuses_a_step_it_does_not_know(env):
+    env.setenv(faults.CRASH_ENV, "after_train")
+    with pytest.raises(ValueError, match="flow step 'version-data' is not in"):
+        faults.flow_step_done("version-data")
+
+
 def test_the_trainer_dies_after_step_k_has_run_and_not_before():
     out = run_child("""
         from types import SimpleNamespace
