@@ -246,11 +246,13 @@ def error_message(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from litops.core import faults
     from litops.core.component_cli import EXIT_CONFIG_ERROR
     from litops.core.config import ConfigError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        faults.armed()  # a misspelt test fault point fails here, before any server starts
         if argv[:1] == ["run"]:
             from litops.flows import cli_run
 

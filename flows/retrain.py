@@ -17,8 +17,8 @@ from typing import Any, Iterator
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from litops.core import faults
 from litops.core.config import LitopsConfig, config_hash, validate
-from litops.core.faults import crash_point, mark_flow_process
 from litops.core.workspace import Workspace, artifact_location, tracking_uri
 from litops.flows import announce, steps
 from litops.flows.config import write_config
@@ -42,11 +42,13 @@ class StepTimer:
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        """Every flow step runs in here: a finished one is the tests' crash point after_<name>."""
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.times[name] = round(time.perf_counter() - t0, 2)
+        faults.flow_step_done(name)
 
     def table(self) -> str:
         rows = [f"  {name:<18} {secs:>8.1f} s" for name, secs in self.times.items()]
@@ -92,7 +94,7 @@ def retrain(config: LitopsConfig) -> dict[str, Any]:
     parameter, which the Prefect UI shows and edits as a form)."""
     ctx = new_context(validate(config))
     announce.track(ctx)
-    mark_flow_process()
+    faults.mark_flow_process()
     with model_lock(ctx.ws.home, ctx.model_name):  # re-entered when `litops run` already holds it
         summary = {"config_hash": ctx.chash, "run_dir": str(ctx.run_dir), **_retrain_locked(ctx)}
     summary["gate_metrics"] = {"primary": ctx.cfg.registry.primary_metric, "guards": ctx.cfg.registry.guard_metrics}
@@ -135,13 +137,11 @@ def _train_and_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
     with ctx.timer.step("train"):
         trained = steps.train_model(ctx.launcher, ctx.cfg_path, ctx.dataset_dir, ckpt_dir, ctx.data_version,
                                     tracking, gpus=0, git_sha=ctx.git_sha)
-    crash_point("after_train")
     evaluation = _evaluate(ctx, trained["model_path"], trained["run_id"], lookup)
     with ctx.timer.step("register"):
         registered = steps.register(ctx.launcher, ctx.cfg_path, trained["run_id"], trained["model_path"],
                                     ctx.data_version, ctx.chash, ctx.git_sha)
     ctx.version = registered["version"]
-    crash_point("after_register")
     return _gate(ctx, registered["version"], trained["run_id"], evaluation, lookup)
 
 

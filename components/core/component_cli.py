@@ -68,10 +68,12 @@ def quiet_library_logs() -> None:
 
 def run_main(main: Callable[[list[str] | None], int | None], component: str, argv: list[str] | None = None) -> None:
     """Run a component's main; turn user errors into one line and a known exit code."""
+    from litops.core import faults
     from litops.core.config import ConfigError
 
     quiet_library_logs()
     try:
+        faults.armed()  # a misspelt test fault point fails here, at the start
         code = main(argv)
     except ConfigError as e:
         print(error_line(component, "config error", str(e)), file=sys.stderr)

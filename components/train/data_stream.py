@@ -9,10 +9,8 @@ through the node-local cache (data.cache_dir, bounded by data.cache_limit).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -24,8 +22,6 @@ from litops.core.stream import CacheSpec, SplitStream, StepStream, StreamBatch, 
 from litops.core.workspace import resolve_home
 from litops.train import feature_cache
 from litops.train.feature_cache import shard_memo_path
-
-RECORD_KEYS_ENV = "LITOPS_RECORD_BATCH_KEYS"  # tests: a folder where each rank writes the keys it trains on
 
 
 @dataclass
@@ -50,7 +46,7 @@ class TrainStream:
         source = self.split.source(None if self.uses_features else self.image_size, self.cache.feature_files,
                                    max_open=max_open_shards(self.split.counts, self.order.window, parts_per_reader))
         stream = StepStream(source, self.order, start, stop, rank, world)
-        return record_keys(load(stream, self.workers, self.pin), rank)
+        return load(stream, self.workers, self.pin)
 
 
 def storage_for(cfg: LitopsConfig, dataset: str) -> StorageOptions | None:
@@ -89,16 +85,3 @@ def check_cursor(stream: TrainStream, step: int, cursor: dict[str, Any] | None) 
     if cursor != expected:
         raise ValueError(f"the checkpoint's data cursor {cursor} does not match this run's data at step {step} "
                          f"({expected}): the train split or the batch size changed since it was written")
-
-
-def record_keys(batches: Iterator[StreamBatch], rank: int) -> Iterator[StreamBatch]:
-    folder = os.environ.get(RECORD_KEYS_ENV)
-    if not folder:
-        yield from batches
-        return
-    path = Path(folder) / f"keys-rank{rank}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for batch in batches:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": batch.step, "rank": rank, "keys": batch.keys}) + "\n")
-        yield batch

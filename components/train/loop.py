@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from litops.core import faults
 from litops.core.config import LitopsConfig
-from litops.core.faults import crash_point, nan_point
 from litops.core.model import LiTModel
 from litops.core.progress import start as start_progress
 from litops.train import distributed  # DDP under torchrun (no-op in one process)
@@ -143,8 +143,8 @@ def train(cfg: LitopsConfig, dataset_dir: str | Path, ckpt_dir: Path, logger: Me
     watch = DivergenceWatch(device)
     timer = StepTimer()
     with start_progress("train", tc.steps, unit="step", initial=start, silent=not ddp.is_main) as bar:
-        for batch in timer.batches(data.batches(start, tc.steps, ddp.rank, ddp.world)):
-            nan_point(f"nan_loss_at_step_{batch.step + 1}", model.logit_scale)
+        batches = timer.batches(data.batches(start, tc.steps, ddp.rank, ddp.world))
+        for batch in faults.training_steps(batches, ddp.rank, nan_target=model.logit_scale):
             loss, grad_norm = step(batch)
             timer.stepped()
             seen, done = seen + data.global_batch, batch.step + 1
@@ -157,7 +157,6 @@ def train(cfg: LitopsConfig, dataset_dir: str | Path, ckpt_dir: Path, logger: Me
                 shown = {"loss": f"{metrics['train/loss']:.3f}"}
             if checkpoints.due(done):
                 checkpoints.save(done, model, optimizer, scheduler, data.cursor(done))
-            crash_point(f"after_step_{done}")
             bar.update(1, **shown)
     ddp.report_weights(model)  # every rank prints its weights' digest (they must agree)
     resumed_from = resumed[0] if resumed else None
