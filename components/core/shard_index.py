@@ -164,7 +164,6 @@ def read_member(f: BinaryIO, span: tuple[int, int]) -> bytes:
     return f.read(size)
 
 
-
 # --------------------------------------------------------------------------- reading a tar
 
 # What a damaged or foreign tar raises while it is read (zlib and OSError: a broken .tar.gz).
