@@ -59,5 +59,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     state = torch.load(path, map_location=map_location, weights_only=False)
     cfg = from_dict(LitopsConfig, state["config"])
     model = LiTModel(cfg.model, state["image_size"])
+    model.lock()  # as trained: a partly locked tower's frozen BatchNorm layers are in the saved weights
     model.load_state_dict(state["model"])
     return model.eval(), cfg

@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from litops.core.s3_retries import naming
-
-if TYPE_CHECKING:  # shard_index imports webdataset, hence torch: seconds a data command need not wait
-    from litops.core.shard_index import StorageOptions
+from litops.core.shard_index import StorageOptions
 
 S3_SCHEME = "s3://"
 READ_BLOCK = 8 << 20  # an S3 shard streams in blocks this size: memory per open shard
@@ -52,8 +50,6 @@ class DatasetRoot:
 
     def fs(self):
         if self._fs is None:
-            from litops.core.shard_index import StorageOptions
-
             self._fs = (self.storage or StorageOptions()).filesystem()
         return self._fs
 

@@ -8,6 +8,9 @@
 both from scratch (the embedded default). `unlocked_groups=k` unlocks the last k parameter
 groups of a locked tower (its BatchNorm layers in the locked part stay frozen).
 
+Building a model picks each tower's starting weights from its letter; nothing is frozen until the
+trainer calls `LiTModel.lock()`, which applies the letters through `lock_tower`.
+
 Checkpoints written before the LiT notation used `locked | unlocked | scratch` for the image
 tower (the text tower always from scratch); they still load.
 """
@@ -30,27 +33,29 @@ def is_pretrained(mode: str) -> bool:
     return mode in ("L", "U")
 
 
-def apply_lock(tower, mode: str, unlocked_groups: int, pretrained_path: str, which: str) -> None:
-    """Apply a tower's lock letter after it is built.
-
-    Towers from litops.core.pretrained load their weights themselves and implement
-    `lock(unlocked_groups)`. A scratch tower with L/U loads `pretrained_path` (a state dict),
-    and is locked whole (it has no parameter groups).
-    """
-    if mode == "u":
+def load_scratch_weights(tower, mode: str, pretrained_path: str, which: str) -> None:
+    """Start a scratch tower whose letter is L or U from `pretrained_path` (a state dict), as the model
+    is built. Towers from litops.core.pretrained (those with `lock`) load their own weights."""
+    if mode == "u" or hasattr(tower, "lock"):
         return
-    if not hasattr(tower, "lock"):
-        if not pretrained_path:
-            raise ValueError(f"{which} tower {type(tower).__name__} has no pretrained weights: lock mode "
-                             f"{'L' if mode == 'L' else 'U'} needs model.{'pretrained_path' if which == 'image' else 'text_pretrained_path'} (or use u)")
-        from litops.core.pretrained import load_weights, read_state_dict
+    if not pretrained_path:
+        raise ValueError(f"{which} tower {type(tower).__name__} has no pretrained weights: lock mode {mode} "
+                         f"needs model.{'pretrained_path' if which == 'image' else 'text_pretrained_path'} (or use u)")
+    from litops.core.pretrained import load_weights, read_state_dict
 
-        load_weights(tower, read_state_dict(pretrained_path), pretrained_path)
+    load_weights(tower, read_state_dict(pretrained_path), pretrained_path)
+
+
+def lock_tower(tower, mode: str, unlocked_groups: int, which: str) -> bool:
+    """Freeze a tower whose letter is L: all but its last `unlocked_groups` parameter groups where the
+    tower has groups (`tower.lock`), the whole tower otherwise; U and u leave it trainable. True when
+    the tower is locked whole: its outputs never change, and it stays in eval mode while training."""
     if mode != "L":
-        return
+        return False
     if hasattr(tower, "lock"):
         tower.lock(unlocked_groups)
     elif unlocked_groups:
         raise ValueError(f"unlocked_groups is not supported for the {which} tower {type(tower).__name__}")
     else:
         tower.requires_grad_(False)
+    return unlocked_groups == 0

@@ -20,7 +20,6 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,10 +27,8 @@ from litops.core.dataset_files import DatasetRoot, is_s3
 from litops.core.s3_retries import naming
 from litops.core.shard_offsets import ManifestError, SampleVisitor, index_stream, offsets_bytes, parse_offsets
 from litops.core.shard_offsets import read_offsets as read_local_offsets
-from litops.core.shard_offsets import read_sample, sample_at  # noqa: F401 - part of this module's API
-
-if TYPE_CHECKING:  # imported where used: shard_index imports webdataset, hence torch
-    from litops.core.shard_index import StorageOptions
+from litops.core.shard_index import StorageOptions, split_urls
+from litops.core.shard_index import read_sample, sample_at  # noqa: F401 - part of this module's API
 
 MANIFEST_NAME = "manifest.json"
 INDEX_SUFFIX = ".idx"
@@ -192,8 +189,6 @@ def load_split(dataset: str | Path, split: str, storage: StorageOptions | None =
         entries = manifest.splits.get(split, [])
         return SplitShards([manifest.url(e) for e in entries], [e.usable for e in entries], list(entries),
                            [manifest.index_url(e) for e in entries])
-    from litops.core.shard_index import split_urls
-
     urls = split_urls(dataset, split, storage)
     if not urls:
         return SplitShards([], [])

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from litops.core.config import ModelConfig
-from litops.core.lock import apply_lock, parse_lock  # LiT notation (Lu, Uu, uu, ...)
+from litops.core.lock import load_scratch_weights, lock_tower, parse_lock  # LiT notation (Lu, Uu, uu, ...)
 from litops.core.towers import build_image_tower, build_text_tower
 
 CPU_IMAGE_CHUNK = 16  # images per no-grad forward on a CPU: larger batches of 224 px activations page-fault
@@ -31,9 +31,22 @@ class LiTModel(nn.Module):
         self.text_proj = nn.Linear(self.text_tower.output_dim, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
-        # L freezes a tower (all but `unlocked_groups` of it); scratch towers load pretrained_path for L/U
-        apply_lock(self.image_tower, self.image_mode, cfg.unlocked_groups, cfg.pretrained_path, "image")
-        apply_lock(self.text_tower, self.text_mode, cfg.text_unlocked_groups, cfg.text_pretrained_path, "text")
+        load_scratch_weights(self.image_tower, self.image_mode, cfg.pretrained_path, "image")
+        load_scratch_weights(self.text_tower, self.text_mode, cfg.text_pretrained_path, "text")
+        self.towers_in_eval_mode: tuple[nn.Module, ...] = ()  # towers locked whole, once `lock` has run
+
+    def lock(self) -> "LiTModel":
+        """Freeze what `cfg.lock` locks: an L tower all but its last `unlocked_groups` parameter groups
+        (`text_unlocked_groups` for the text tower); one locked whole also keeps eval mode in `train()`
+        (frozen BatchNorm statistics, no dropout). Until this runs every parameter is trainable. The
+        trainer calls it where it builds the model, before the optimizer sees the parameters;
+        `checkpoint.load_model` too, since a partly locked tower's frozen BatchNorm layers are part of
+        the saved weights."""
+        image_whole = lock_tower(self.image_tower, self.image_mode, self.cfg.unlocked_groups, "image")
+        text_whole = lock_tower(self.text_tower, self.text_mode, self.cfg.text_unlocked_groups, "text")
+        self.towers_in_eval_mode = tuple(t for t, whole in ((self.image_tower, image_whole), (self.text_tower, text_whole))
+                                         if whole)
+        return self
 
     @property
     def image_locked(self) -> bool:
@@ -50,10 +63,8 @@ class LiTModel(nn.Module):
 
     def train(self, mode: bool = True) -> "LiTModel":
         super().train(mode)
-        for tower, m, k in ((self.image_tower, self.image_mode, self.cfg.unlocked_groups),
-                            (self.text_tower, self.text_mode, self.cfg.text_unlocked_groups)):
-            if m == "L" and k == 0:  # a locked tower keeps eval mode: frozen BatchNorm statistics, no dropout
-                tower.eval()
+        for tower in self.towers_in_eval_mode:  # frozen BatchNorm statistics, no dropout
+            tower.eval()
         return self
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

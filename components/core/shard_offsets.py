@@ -7,15 +7,14 @@ sample i's members lie in bytes [off[i], off[i+1]); members of incomplete sample
 two samples. Samples are grouped as `index_members` groups them: a run of consecutive members with
 the same key (webdataset's `base_plus_ext`), so the two always agree on the count.
 
-`index_stream` reads the tar once, front to back, through `tarfile`'s stream mode (long names and
-pax headers handled as tarfile handles them), hashing every byte as it passes: memory is one read
-block plus the shard's member headers, whatever the shard's size.
+`index_stream` reads the tar once, front to back, through the tar reader (`shard_index.sample_runs`
+on a stream: long names and pax headers handled as tarfile handles them), hashing every byte as it
+passes: memory is one read block plus the shard's member headers, whatever the shard's size.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,23 +56,6 @@ class _HashingReader:
         return data
 
 
-def _block_end(info: tarfile.TarInfo) -> int:
-    return info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-
-
-def _keyed_members():
-    """litops.core.shard_index.keyed_members, imported when first needed (it loads webdataset)."""
-    from litops.core.shard_index import keyed_members
-
-    return keyed_members
-
-
-def _is_complete(exts: set[str]) -> bool:
-    from litops.core.shard_index import IMAGE_EXTS
-
-    return "txt" in exts and any(e in exts for e in IMAGE_EXTS)
-
-
 SampleVisitor = Callable[[Optional[int], str, list[tuple[str, bytes]]], None]
 
 
@@ -84,34 +66,19 @@ def index_stream(f: BinaryIO, label: str, on_sample: SampleVisitor | None = None
     order, as the index groups them: index is its place among the complete samples, None for an
     incomplete one. Only one run's bytes are held at a time (validating in place needs the bytes
     and the index from the same single pass, so a bucket is read once)."""
-    reader, keyed_members = _HashingReader(f), _keyed_members()
+    from litops.core.shard_index import open_tar, read_every, sample_runs, tar_members  # it imports this module
+
+    reader = _HashingReader(f)
     starts: list[int] = []
     end = 0
-    key, exts, run_start, run_end = None, set(), 0, 0
-    members: list[tuple[str, bytes]] = []
-
-    def close_run() -> None:
-        nonlocal end
-        complete = _is_complete(exts)
-        if on_sample is not None:
-            on_sample(len(starts) if complete else None, key, members)
-        if complete:
-            starts.append(run_start)
-            end = run_end
-
     try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=READ_SIZE) as tar:
-            for info, base, ext in keyed_members(tar):
-                if base != key:
-                    if key is not None:
-                        close_run()
-                    key, exts, run_start, members = base, set(), info.offset, []
-                exts.add(ext.lower())
+        with open_tar(reader, stream=True) as tar:
+            for run in sample_runs(tar_members(tar), read=read_every if on_sample is not None else None):
                 if on_sample is not None:
-                    members.append((ext, tar.extractfile(info).read()))
-                run_end = _block_end(info)
-            if key is not None:
-                close_run()
+                    on_sample(len(starts) if run.complete else None, run.key, list(run.data))
+                if run.complete:
+                    starts.append(run.start)
+                    end = run.end
     except (tarfile.TarError, EOFError) as e:
         raise ManifestError(f"{label} is not a readable tar: {e}") from None
     while reader.read(READ_SIZE):  # the end-of-archive blocks and record padding tarfile left unread
@@ -139,64 +106,3 @@ def read_offsets(source: str | Path | BinaryIO) -> np.ndarray:
     if isinstance(source, (str, Path)):
         return parse_offsets(Path(source).read_bytes(), str(source))
     return parse_offsets(source.read(), getattr(source, "name", "offset index"))
-
-
-_PLAIN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
-
-
-def _plain_headers(data: bytes) -> list[tuple[tarfile.TarInfo, bytes]] | None:
-    """(member, its bytes) of every member in `data`, read straight from the 512-byte headers; None
-    when one needs tarfile's full reader (pax or GNU long-name headers, links): that path builds a
-    TarFile per sample, about 90 us against a few here, and a sample is read per image per step."""
-    members, at = [], 0
-    while at + tarfile.BLOCKSIZE <= len(data):
-        try:
-            info = tarfile.TarInfo.frombuf(data[at:at + tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
-        except tarfile.EOFHeaderError:
-            break
-        if info.type not in _PLAIN_TYPES:
-            return None
-        begin = at + tarfile.BLOCKSIZE
-        if begin + info.size > len(data):
-            raise tarfile.ReadError(f"member {info.name!r} is cut short")
-        members.append((info, data[begin:begin + info.size]))
-        at = begin + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    return members
-
-
-def _tarfile_members(data: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        return [(info, tar.extractfile(info).read()) for info in tar if info.isfile()]
-
-
-def sample_at(f: BinaryIO, start: int, end: int) -> tuple[str, dict[str, bytes]]:
-    """(key, {ext: bytes}) of the sample whose members lie in bytes [start, end) of the tar in the
-    seekable file `f`: one read of that range. Members are taken as `index_members` groups them: the
-    first file member's key, up to the first member with another key (a stray member after it)."""
-    start, end = int(start), int(end)
-    label = f"bytes {start}..{end} of {getattr(f, 'name', 'the shard')}"
-    f.seek(start)
-    data = f.read(end - start)
-    if end <= start or len(data) != end - start:
-        raise ManifestError(f"{label} hold no whole sample")
-    try:
-        members = _plain_headers(data)
-        if members is None:
-            members = _tarfile_members(data)
-    except (tarfile.TarError, EOFError) as e:
-        raise ManifestError(f"{label} are not tar members: {e}") from None
-    key, files, keyed_members = None, {}, _keyed_members()
-    content = dict((id(info), body) for info, body in members)
-    for info, base, ext in keyed_members(info for info, _ in members):
-        if key is not None and base != key:
-            break
-        key = base
-        files[ext.lower()] = content[id(info)]
-    if key is None:
-        raise ManifestError(f"{label} hold no sample")
-    return key, files
-
-
-def read_sample(f: BinaryIO, start: int, end: int) -> dict[str, bytes]:
-    """The members of the sample in bytes [start, end) of the tar in `f`, by extension (see `sample_at`)."""
-    return sample_at(f, start, end)[1]

@@ -34,9 +34,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from litops.core.sample_order import SampleOrder, Slot, rank_slots, reader_of
-from litops.core.manifest import sample_at
-from litops.core.shard_index import (SampleMembers, ShardMemo, StorageOptions, count_samples, index_members, is_s3,
-                                     read_member, split_urls)
+from litops.core.shard_index import (IMAGE_EXTS, SampleMembers, ShardMemo, StorageOptions, count_samples, index_members, is_s3,
+                                     read_member, sample_at, split_urls)
 from litops.core.process_start import reader_context
 from litops.core.shards import decode_image, preload_jpeg_decoder
 
@@ -102,7 +101,7 @@ class _OpenShard:
         r = self.row(i)
         if self.offsets is not None:
             key, members = sample_at(self.file, int(self.offsets[r]), int(self.offsets[r + 1]))
-            image_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in members), "")
+            image_ext = next((e for e in IMAGE_EXTS if e in members), "")
             return key, {e: members.get(image_ext if e == "img" else e, b"") for e in exts}
         sample: SampleMembers = self.members[r]
         out = {}

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from litops.core.component_cli import UserError
+from litops.core.shard_index import TAR_ERRORS, TarMember, ends_cleanly, open_tar, tar_members
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
 
 
 @dataclass
@@ -88,48 +86,37 @@ def folder_entry(root: Path, p: Path) -> Entry | None:
 # --------------------------------------------------------------------------- tars
 
 
-def _ends_cleanly(tf: tarfile.TarFile) -> bool:
-    """True when the stream holds the end-of-archive block where iteration stopped; tarfile
-    stops silently at a cut or a garbage header, which would hide a damaged shard."""
-    try:
-        tf.fileobj.seek(tf.offset)
-        block = tf.fileobj.read(tarfile.BLOCKSIZE)
-    except _TAR_ERRORS:
-        return False
-    return len(block) == tarfile.BLOCKSIZE and block.count(0) == tarfile.BLOCKSIZE
-
-
-def _member_entry(tf: tarfile.TarFile, m: tarfile.TarInfo, label: str) -> Entry | None:
+def _member_entry(member: TarMember, label: str) -> Entry | None:
+    m = member.info
     origin = f"{label}:{m.name}"
     if m.issym() or m.islnk():
         kind = "symbolic" if m.issym() else "hard"
         return Entry(m.name, None, origin, "link", f"{kind} link to {m.linkname!r}, not followed")
     if not m.isfile():
         return None  # folders and special members carry no sample data
-    f = tf.extractfile(m)
-    return Entry(m.name, f.read() if f is not None else b"", origin)
+    return Entry(m.name, member.read(), origin)
 
 
 def iter_tar(path: Path, label: str) -> Iterator[Entry]:
     """Members in stored order; damage ends the shard with one `shard_truncated` (or, when
     nothing could be read, `shard_unreadable`) entry instead of an exception."""
     try:
-        tf = tarfile.open(path, mode="r:*")
-    except _TAR_ERRORS as e:
+        tar = open_tar(path, compressed=True)
+    except TAR_ERRORS as e:
         yield Entry("", None, label, "shard_unreadable", f"not a readable tar: {e}"[:200])
         return
-    with tf:
+    with tar:
         member_name = ""
         try:
-            for m in tf:
-                member_name = m.name
-                e = _member_entry(tf, m, label)
+            for member in tar_members(tar):
+                member_name = member.info.name
+                e = _member_entry(member, label)
                 if e is not None:
                     yield e
-            if _ends_cleanly(tf):
+            if ends_cleanly(tar):
                 return
             # Cut (or garbage) between members: the last sample may still be whole.
             detail, cut_inside = f"tar ends without an end-of-archive block after {member_name or 'no member'}", False
-        except _TAR_ERRORS as err:
+        except TAR_ERRORS as err:
             detail, cut_inside = f"damaged at {member_name or 'the first member'}: {err}"[:200], True
     yield Entry(member_name, None, f"{label}:{member_name}", "shard_truncated", detail, cut_inside or not member_name)

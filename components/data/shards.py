@@ -14,6 +14,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from litops.core.shard_index import open_tar, tar_members, tar_samples
+
 SHARD_PATTERN = "{prefix}-{index:06d}.tar"
 SYNTH_PREFIX = "shard"
 SPLITS = ("train", "val", "test")
@@ -148,24 +150,10 @@ def shard_paths(dataset_dir: Path, split: str) -> list[Path]:
     return sorted(d.glob("*.tar")) if d.is_dir() else []
 
 
-def iter_tar_members(path: Path) -> Iterator[tuple[str, bytes]]:
-    """Regular-file members of a tar, in stored order."""
-    with tarfile.open(path, mode="r:*") as tf:
-        for m in tf:
-            if not m.isfile():
-                continue
-            f = tf.extractfile(m)
-            yield m.name, (f.read() if f is not None else b"")
-
-
 def tar_keys(path: Path) -> set[str]:
-    """Sample keys in a shard, from its headers only."""
-    keys = set()
-    with tarfile.open(path, mode="r:*") as tf:
-        for m in tf:
-            if m.isfile() and (kx := split_key(m.name)):
-                keys.add(kx[0])
-    return keys
+    """Sample keys in a shard, from its headers only, split as ingestion names samples (`split_key`)."""
+    with open_tar(path, compressed=True) as tar:
+        return {kx[0] for m in tar_members(tar) if m.info.isfile() and (kx := split_key(m.info.name))}
 
 
 def dataset_keys(dataset_dir: Path) -> set[str]:
@@ -177,17 +165,6 @@ def dataset_keys(dataset_dir: Path) -> set[str]:
 
 
 def read_samples(path: Path) -> Iterator[dict[str, Any]]:
-    """Samples of one shard as {'__key__': key, ext: bytes} (consecutive members grouped)."""
-    current: dict[str, Any] | None = None
-    for name, data in iter_tar_members(path):
-        kx = split_key(name)
-        if kx is None:
-            continue
-        key, ext = kx
-        if current is None or current["__key__"] != key:
-            if current is not None:
-                yield current
-            current = {"__key__": key}
-        current[ext] = data
-    if current is not None:
-        yield current
+    """Samples of one shard as {'__key__': key, ext: bytes}, as the tar reader groups them."""
+    for key, files in tar_samples(path, compressed=True):
+        yield {"__key__": key, **files}

@@ -3,8 +3,9 @@
 Two layouts:
 - an ImageFolder-style tree (`list_class_folders`): one subfolder per class, sorted by name
   (the class index, as torchvision's ImageFolder), image files found recursively under each;
-- a folder of webdataset shards (`scan_shards`): samples grouped by key, small members
-  (`txt`, `cls`) read during the scan, image members only located (offset, size) and seeked over.
+- a folder of webdataset shards (`scan_shards`): samples grouped by the tar reader
+  (`litops.core.shard_index`) as training groups them, small members (`txt`, `cls`) read during
+  the scan, image members only located (offset, size) and seeked over.
 
 `ImageBatches` then decodes the located images batch by batch, straight to the model's input
 size, in this process or in reader processes; an image that does not decode is counted and
@@ -14,7 +15,6 @@ left out of its batch, never fatal. Nothing here holds more than one batch of pi
 from __future__ import annotations
 
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from litops.core.component_cli import UserError
-from litops.core.shard_index import IMAGE_EXTS, open_shard, read_member
+from litops.core.shard_index import TAR_ERRORS, open_shard, open_tar, read_member, sample_runs, tar_members
 from litops.core.shards import decode_image
 
 # torchvision's ImageFolder extensions: everything PIL decodes that a labelled folder usually holds
@@ -61,42 +61,22 @@ def scan_shards(urls: list[Path], members: tuple[str, ...]) -> ShardScan:
     scan = ShardScan()
     for url in urls:
         try:
-            with open_shard(str(url)) as f:
-                _scan_one(f, str(url), members, scan)
-        except (OSError, tarfile.TarError) as e:
+            with open_shard(str(url)) as f, open_tar(f) as tar:
+                _scan_one(tar, str(url), members, scan)
+        except TAR_ERRORS as e:
             raise UserError(f"cannot read shard {url}: {e}") from None
     return scan
 
 
-def _scan_one(f, url: str, wanted: tuple[str, ...], scan: ShardScan) -> None:
-    from webdataset.tariterators import base_plus_ext
-
-    key, found, image = None, {}, None
-
-    def flush() -> None:
-        if key is None:
-            return
-        if image is None or any(m not in found for m in wanted):
+def _scan_one(tar, url: str, wanted: tuple[str, ...], scan: ShardScan) -> None:
+    """The tar's samples as the training stream groups them (`sample_runs`); the image is the one
+    training reads (`image_ext`), located, not read."""
+    for run in sample_runs(tar_members(tar), read=wanted.__contains__):
+        if not run.has_image or any(m not in run.members for m in wanted):
             scan.incomplete += 1
-        else:
-            scan.samples.append(ShardSample(key, image, {m: read_member(f, found[m]) for m in wanted}))
-
-    with tarfile.open(fileobj=f, mode="r:") as tar:
-        infos = [info for info in tar if info.isfile()]
-    for info in infos:
-        base, ext = base_plus_ext(info.name)
-        if base is None:
             continue
-        if base != key:
-            flush()
-            key, found, image = base, {}, None
-        ext = ext.lower()
-        span = (info.offset_data, info.size)
-        if ext in IMAGE_EXTS and image is None:
-            image = ImageRef(url, span)
-        elif ext in wanted:
-            found[ext] = span
-    flush()
+        small = dict(run.data)
+        scan.samples.append(ShardSample(run.key, ImageRef(url, run.members[run.image_ext]), {m: small[m] for m in wanted}))
 
 
 def list_class_folders(path: str | Path) -> tuple[list[str], list[ImageRef], list[int]]:

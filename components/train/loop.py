@@ -121,7 +121,9 @@ def train(cfg: LitopsConfig, dataset_dir: str | Path, ckpt_dir: Path, logger: Me
     device = ddp.device if ddp.active else pick_device(tc.device)
     torch.manual_seed(tc.seed)
 
-    model = LiTModel(cfg.model, cfg.data.image_size).to(device)  # built first: the feature cache keys on it
+    model = LiTModel(cfg.model, cfg.data.image_size)  # built first: the feature cache keys on it
+    model.lock()  # model.lock: freeze the L towers before the optimizer and the feature cache see them
+    model.to(device)
     data = open_train_stream(cfg, model, str(dataset_dir), device, ddp, data_version)
     ddp.local_batch(data.global_batch)  # the global batch must split evenly over the ranks
     forward = torch.compile(ddp.wrap(model)) if tc.compile else ddp.wrap(model)

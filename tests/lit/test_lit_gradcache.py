@@ -39,7 +39,7 @@ def test_gradcache_equals_direct_full_batch_step():
     """Locked EfficientNet-Lite0 (eval-mode BatchNorm) + a text tower from scratch; uneven micro-batches."""
     torch.manual_seed(0)
     model = LiTModel(ModelConfig(image_tower="efficientnet_lite0", lock="Lu", image_input_size=32, embed_dim=32,
-                                 text_width=32, text_heads=2, vocab_size=256), 32).train()
+                                 text_width=32, text_heads=2, vocab_size=256), 32).lock().train()
     pixels, tokens = _batch(model)
     direct_loss = direct_step(model, model, pixels, tokens, None, loss_fn)
     direct = _grads(model)

@@ -75,10 +75,15 @@ def test_lock_notation_in_config():
         validate(LitopsConfig(model=ModelConfig(text_pooling="max")))
 
 
-def _lit(lock: str, unlocked_groups: int = 0, text_unlocked_groups: int = 0) -> LiTModel:
+def _built(lock: str, unlocked_groups: int = 0, text_unlocked_groups: int = 0) -> LiTModel:
     return LiTModel(ModelConfig(image_tower="efficientnet_lite0", text_tower="minilm", lock=lock, embed_dim=16,
                                 image_input_size=32, unlocked_groups=unlocked_groups,
                                 text_unlocked_groups=text_unlocked_groups), 32)
+
+
+def _lit(lock: str, unlocked_groups: int = 0, text_unlocked_groups: int = 0) -> LiTModel:
+    """The model as the trainer has it: built, then locked."""
+    return _built(lock, unlocked_groups, text_unlocked_groups).lock()
 
 
 def test_lock_modes_gradients_eval_mode_and_batchnorm():
@@ -115,6 +120,37 @@ def test_lock_modes_gradients_eval_mode_and_batchnorm():
     assert layers[-1].training and not layers[0].attention.self.dropout.training
 
 
+@pytest.mark.parametrize("lock", ["Lu", "LU", "UL", "Uu", "uu"])
+def test_building_freezes_nothing_and_lock_freezes_the_towers_its_letters_lock(lock):
+    model = _built(lock)
+    assert all(p.requires_grad for p in model.parameters())  # nothing hidden in the constructor
+    model.train()
+    assert model.image_tower.training and model.text_tower.training
+    assert model.lock() is model
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    towers = {"image_tower": lock[0], "text_tower": lock[1]}
+    assert frozen == {n for n, _ in model.named_parameters() if towers.get(n.split(".")[0]) == "L"}
+    model.train()  # a tower locked whole keeps eval mode; the rest trains
+    assert model.image_tower.training == (lock[0] != "L") and model.text_tower.training == (lock[1] != "L")
+    assert model.image_proj.training and model.text_proj.training
+
+
+def test_partial_lock_applies_at_lock_and_a_saved_partly_locked_model_loads_back(tmp_path):
+    from litops.core.checkpoint import export_model, load_model
+    from litops.core.config import to_dict
+
+    model = _built("LL", unlocked_groups=2, text_unlocked_groups=1)
+    assert all(p.requires_grad for p in model.parameters())
+    assert isinstance(model.image_tower.trunk.bn1, torch.nn.BatchNorm2d)  # frozen BatchNorm comes with the lock
+    model.lock()
+    assert not model.image_tower.trunk.conv_stem.weight.requires_grad and model.image_tower.trunk.conv_head.weight.requires_grad
+    cfg = LitopsConfig(model=model.cfg)
+    export_model({"config": to_dict(cfg), "image_size": 32, "model": model.state_dict(), "step": 0}, tmp_path / "m.pt")
+    loaded, _ = load_model(tmp_path / "m.pt")  # the saved weights hold the frozen BatchNorm layers' buffers
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
 def test_scratch_towers_need_weights_for_pretrained_modes(tmp_path):
     with pytest.raises(ValueError, match="pretrained_path"):
         LiTModel(ModelConfig(lock="Lu"), 32)
@@ -122,6 +158,7 @@ def test_scratch_towers_need_weights_for_pretrained_modes(tmp_path):
     torch.save(src.image_tower.state_dict(), tmp_path / "cnn.pt")
     m = LiTModel(ModelConfig(lock="Lu", pretrained_path=str(tmp_path / "cnn.pt")), 32)
     assert all(torch.equal(a, b) for a, b in zip(m.image_tower.state_dict().values(), src.image_tower.state_dict().values()))
+    m.lock()
     assert not any(p.requires_grad for p in m.image_tower.parameters())
 
 

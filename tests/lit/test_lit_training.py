@@ -79,7 +79,7 @@ def test_adamw_groups_schedule_and_clipping():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0, abs=1e-9)
     lu = LiTModel(ModelConfig(image_tower="efficientnet_lite0", lock="Lu", image_input_size=32, text_width=32,
-                              text_heads=2, vocab_size=256), 32)
+                              text_heads=2, vocab_size=256), 32).lock()
     groups = param_groups(lu, 0.05)
     assert not any(p is q for g in groups for p in g["params"] for q in lu.image_tower.parameters())  # locked: none
 
