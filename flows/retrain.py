@@ -148,8 +148,6 @@ def _train_and_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
 def _resume_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the registered version from the registry (its model file may be gone) and gate it."""
     version = ctx.version = lookup["version"]
-    if lookup.get("champion_version") == version:  # a killed gate moved the alias already: only finish it
-        lookup = {**lookup, "champion_version": None, "champion_uri": None}
     evaluation = _evaluate(ctx, lookup["model_uri"], lookup["train_run_id"], lookup)
     return {**_gate(ctx, version, lookup["train_run_id"], evaluation, lookup), "resumed": True}
 

@@ -143,21 +143,28 @@ def client_for(cfg: LitopsConfig, tracking_uri: str = ""):
 
 
 def lookup(client, name: str, data_version: str, config_hash: str) -> dict[str, Any]:
-    """The version trained on this data + config, whether it was gated, and the champion (one call)."""
+    """The version trained on this data + config with its gate state, and the champion it is gated against
+    (one call). A version that holds the alias itself has none: a killed gate moved it, the gate only finishes."""
     from litops.register import registry as reg
+    from litops.register.gate_states import CHAMPION_ALIAS, is_decided, state_of
 
     mv = reg.find_version(client, name, data_version, config_hash)
     champ = reg.champion_version(client, name)
+    if mv is not None and champ is not None and champ.version == mv.version:
+        champ = None
+    state = state_of(mv) if mv else None
     return {"version": int(mv.version) if mv else None,
             "model_uri": f"models:/{name}/{mv.version}" if mv else None,
-            "decided": reg.is_decided(mv) if mv else None,
-            "train_run_id": ((mv.tags or {}).get("train_run_id") or mv.run_id) if mv else None,
+            "state": state.value if state else None,
+            "decided": is_decided(state) if state else None,
+            "train_run_id": ((mv.tags or {}).get(reg.TRAIN_RUN_TAG) or mv.run_id) if mv else None,
             "champion_version": int(champ.version) if champ else None,
-            "champion_uri": f"models:/{name}@{reg.CHAMPION}" if champ else None}
+            "champion_uri": f"models:/{name}@{CHAMPION_ALIAS}" if champ else None}
 
 
 def run_command(args: argparse.Namespace, cfg: LitopsConfig, client) -> dict[str, Any]:
     from litops.register import registry as reg
+    from litops.register.gate_states import CHAMPION_ALIAS
 
     name = args.model_name or cfg.registry.model_name
     cmd = args.command
@@ -176,7 +183,7 @@ def run_command(args: argparse.Namespace, cfg: LitopsConfig, client) -> dict[str
     if cmd == "champion":
         mv = reg.champion_version(client, name)
         return {"version": int(mv.version) if mv else None,
-                "model_uri": f"models:/{name}@{reg.CHAMPION}" if mv else None}
+                "model_uri": f"models:/{name}@{CHAMPION_ALIAS}" if mv else None}
     if cmd == "promote":
         return reg.promote(client, name, args.version, args.reason)
     if cmd == "rollback":

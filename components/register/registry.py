@@ -1,14 +1,12 @@
 """Model registry operations: register, look up, gate, promote, roll back, list.
 
 Everything takes an `MlflowClient` so the flow, the CLI and the top-level `litops` commands
-can call these in-process. The alias `champion` marks the serving model; a registered-model
-tag `champion_history` (JSON list of versions, oldest first, current champion last) makes
-rollback possible.
+can call these in-process. The gate's states, its tags and the `champion` alias change only
+through `gate_states.transition`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -18,22 +16,17 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from litops.core.config import RegistryConfig
-from litops.core.faults import crash_point
 from litops.register import gate_metrics
 from litops.register.gate import Decision, decide, key_metrics, render_markdown
+from litops.register.gate_states import (CHAMPION_ALIAS, CHAMPION_VERSION_TAG, DECISION_TAG, METRIC_TAG_PREFIX,
+                                         REASON_TAG, REPORT_TAG, TIME_TAG, Event, GateState, RegistryError,
+                                         champion_version, is_decided, not_found, state_of, transition)
 
-CHAMPION = "champion"
-HISTORY_TAG = "champion_history"
-HISTORY_MAX = 100
-REQUIRED_TAGS = ("data_version", "git_sha", "config_hash")
-METRIC_TAG_PREFIX = "metric."
-DECISION_TAG = "gate_decision"
-PROMOTING = "promoting"  # a promotion recorded whose alias move has not happened yet
-DECIDED = ("promoted", "rejected", "manual")
-
-
-class RegistryError(ValueError):
-    """A registry request cannot be satisfied (unknown version, nothing to roll back, ...)."""
+DATA_VERSION_TAG = "data_version"
+GIT_SHA_TAG = "git_sha"
+CONFIG_HASH_TAG = "config_hash"
+TRAIN_RUN_TAG = "train_run_id"
+REQUIRED_TAGS = (DATA_VERSION_TAG, GIT_SHA_TAG, CONFIG_HASH_TAG)
 
 
 # ---------------------------------------------------------------- helpers
@@ -46,15 +39,11 @@ def _quote(value: str, what: str) -> str:
     return f"'{value}'"
 
 
-def _not_found(e: MlflowException) -> bool:
-    return e.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
-
-
 def get_version(client: MlflowClient, model_name: str, version: int | str) -> ModelVersion:
     try:
         return client.get_model_version(model_name, str(version))
     except MlflowException as e:
-        if _not_found(e):
+        if not_found(e):
             raise RegistryError(f"model '{model_name}' has no version {version}") from None
         raise
 
@@ -64,7 +53,7 @@ def model_exists(client: MlflowClient, model_name: str) -> bool:
         client.get_registered_model(model_name)
         return True
     except MlflowException as e:
-        if _not_found(e):
+        if not_found(e):
             return False
         raise
 
@@ -90,16 +79,6 @@ def _search(client: MlflowClient, filter_string: str) -> list[ModelVersion]:
             return out
 
 
-def champion_version(client: MlflowClient, model_name: str) -> ModelVersion | None:
-    """The version the `champion` alias points at, or None (also when the model does not exist)."""
-    try:
-        return client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException as e:
-        if _not_found(e):
-            return None
-        raise
-
-
 def version_metrics(mv: ModelVersion) -> dict[str, float]:
     """The metrics recorded on a version as `metric.<name>` tags."""
     out = {}
@@ -110,33 +89,6 @@ def version_metrics(mv: ModelVersion) -> dict[str, float]:
             except ValueError:
                 pass
     return out
-
-
-def _history(client: MlflowClient, model_name: str) -> list[int]:
-    raw = client.get_registered_model(model_name).tags.get(HISTORY_TAG, "[]")
-    try:
-        return [int(v) for v in json.loads(raw)]
-    except (ValueError, TypeError):
-        return []
-
-
-def _save_history(client: MlflowClient, model_name: str, history: list[int]) -> None:
-    client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history[-HISTORY_MAX:]))
-
-
-def _set_champion(client: MlflowClient, model_name: str, version: int) -> None:
-    """Move the alias and push the version onto the history."""
-    history = _history(client, model_name)
-    current = champion_version(client, model_name)
-    if current is not None and (not history or history[-1] != int(current.version)):
-        history.append(int(current.version))  # alias set outside litops: remember it anyway
-    client.set_registered_model_alias(model_name, CHAMPION, str(version))
-    if not history or history[-1] != int(version):
-        history.append(int(version))
-    _save_history(client, model_name, history)
-    mv = client.get_model_version(model_name, str(version))
-    if "rolled_back" in (mv.tags or {}):
-        client.delete_model_version_tag(model_name, str(version), "rolled_back")
 
 
 def run_info_text(client: MlflowClient, run_id: str | None) -> str:
@@ -160,7 +112,7 @@ def run_info_text(client: MlflowClient, run_id: str | None) -> str:
 
 def find_by_run(client: MlflowClient, model_name: str, run_id: str) -> ModelVersion | None:
     found = _search(client, f"name={_quote(model_name, 'model name')} and "
-                            f"tags.train_run_id={_quote(run_id, 'run id')}")
+                            f"tags.{TRAIN_RUN_TAG}={_quote(run_id, 'run id')}")
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
@@ -169,8 +121,8 @@ def find_version(client: MlflowClient, model_name: str, data_version: str, confi
     if not model_exists(client, model_name):
         return None
     found = _search(client, f"name={_quote(model_name, 'model name')} and "
-                            f"tags.data_version={_quote(data_version, 'data version')} and "
-                            f"tags.config_hash={_quote(config_hash, 'config hash')}")
+                            f"tags.{DATA_VERSION_TAG}={_quote(data_version, 'data version')} and "
+                            f"tags.{CONFIG_HASH_TAG}={_quote(config_hash, 'config hash')}")
     return max(found, key=lambda mv: int(mv.version)) if found else None
 
 
@@ -216,7 +168,7 @@ def register_version(client: MlflowClient, model_name: str, run_id: str, model_f
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
     all_tags = {k: str(v) for k, v in tags.items()}
-    all_tags["train_run_id"] = run_id
+    all_tags[TRAIN_RUN_TAG] = run_id
     try:
         with mlflow.start_run(run_id=run_id):
             info = log_pyfunc(model_file)
@@ -257,29 +209,28 @@ def apply_decision(client: MlflowClient, model_name: str, version: int | str, de
                    champion_source: str = "") -> dict[str, Any]:
     """Record `decision` on the version (tags), move `champion` when promoting; returns a result + markdown.
 
-    Crash-safe order: the decision tag is written last, and a promotion is recorded as
-    `promoting` until the alias has moved, so a killed gate leaves the version undecided or
-    resumable (`gate_version` finishes it), never tagged promoted without the alias.
+    A promotion is two transitions: recorded (`promoting`), then the alias moves (`promoted`), so a
+    killed gate leaves the version undecided or resumable (`gate_version` finishes it).
     """
     mv = get_version(client, model_name, version)
     v = str(mv.version)
     report = render_markdown(decision, model_name, v, champion_version_number,
                              run_info_text(client, run_id or mv.run_id), champion_source)
     log_model_metrics(client, mv, challenger_metrics)
-    tags = {
-        "gate_reason": decision.reason,
-        "gate_champion_version": "" if champion_version_number is None else str(champion_version_number),
-        "gate_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "gate_report": report,
+    details = {
+        REASON_TAG: decision.reason,
+        CHAMPION_VERSION_TAG: "" if champion_version_number is None else str(champion_version_number),
+        TIME_TAG: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        REPORT_TAG: report,
     }
     for name in key_metrics(cfg):
         if name in challenger_metrics:
-            tags[METRIC_TAG_PREFIX + name] = f"{float(challenger_metrics[name]):.6g}"
-    for k, val in tags.items():
-        client.set_model_version_tag(model_name, v, k, val)
-    client.set_model_version_tag(model_name, v, DECISION_TAG, PROMOTING if decision.promote else decision.label)
+            details[METRIC_TAG_PREFIX + name] = f"{float(challenger_metrics[name]):.6g}"
     if decision.promote:
-        _finish_promotion(client, model_name, v)
+        transition(client, model_name, v, Event.RECORD_PROMOTION, details)
+        transition(client, model_name, v, Event.MOVE_ALIAS)
+    else:
+        transition(client, model_name, v, Event.REJECT, details)
     return _decision_result(client, model_name, get_version(client, model_name, v))
 
 
@@ -308,29 +259,18 @@ def _run_point_time(client: MlflowClient, run_id: str, key: str, value: float) -
     return None
 
 
-def _finish_promotion(client: MlflowClient, model_name: str, version: str) -> None:
-    crash_point("before_alias")
-    _set_champion(client, model_name, int(version))
-    client.set_model_version_tag(model_name, version, DECISION_TAG, "promoted")
-
-
 def _decision_result(client: MlflowClient, model_name: str, mv: ModelVersion) -> dict[str, Any]:
     tags = mv.tags or {}
     current = champion_version(client, model_name)
-    return {"promoted": tags.get(DECISION_TAG) == "promoted", "reason": tags.get("gate_reason", ""),
-            "markdown": tags.get("gate_report", ""), "version": int(mv.version),
+    return {"promoted": state_of(mv) is GateState.PROMOTED, "reason": tags.get(REASON_TAG, ""),
+            "markdown": tags.get(REPORT_TAG, ""), "version": int(mv.version),
             "champion_version": int(current.version) if current is not None else None}
 
 
-def is_decided(mv: ModelVersion) -> bool:
-    """The gate (or a human) has decided on this version; `promoting` is not yet a decision."""
-    return (mv.tags or {}).get(DECISION_TAG) in DECIDED
-
-
 def recorded_decision(client: MlflowClient, model_name: str, version: int | str) -> dict[str, Any] | None:
-    """The gate result already recorded on a version (a retried gate step returns it unchanged)."""
+    """The result recorded on a decided version (a retried gate step returns it unchanged); None if undecided."""
     mv = get_version(client, model_name, version)
-    if (mv.tags or {}).get(DECISION_TAG) not in ("promoted", "rejected"):
+    if not is_decided(state_of(mv)):
         return None
     return {**_decision_result(client, model_name, mv), "already_decided": True}
 
@@ -341,21 +281,21 @@ def resume_promotion(client: MlflowClient, model_name: str, version: int | str) 
     None when nothing is pending, or when the champion changed since (then the gate decides again).
     """
     mv = get_version(client, model_name, version)
-    tags = mv.tags or {}
-    if tags.get(DECISION_TAG) != PROMOTING:
+    if state_of(mv) is not GateState.PROMOTING:
         return None
     current = champion_version(client, model_name)
     holder = "" if current is None else str(current.version)
-    if holder not in (tags.get("gate_champion_version", ""), str(mv.version)):
+    if holder not in ((mv.tags or {}).get(CHAMPION_VERSION_TAG, ""), str(mv.version)):
         return None
-    _finish_promotion(client, model_name, str(mv.version))
+    transition(client, model_name, mv.version, Event.MOVE_ALIAS)
     return {**_decision_result(client, model_name, get_version(client, model_name, version)), "resumed": True}
 
 
 def gate_version(client: MlflowClient, model_name: str, version: int | str, challenger_metrics: Mapping[str, Any],
                  cfg: RegistryConfig, champion_metrics: Mapping[str, Any] | None = None,
                  champion_version_number: int | str | None = None, force: bool = False) -> dict[str, Any]:
-    """Decide and apply. The champion defaults to the current alias; its metrics default to its tags."""
+    """Decide and apply. The champion defaults to the current alias; its metrics default to its tags.
+    `force` decides again on a decided version."""
     if not force:
         if (done := recorded_decision(client, model_name, version)) is not None:
             return done
@@ -376,6 +316,8 @@ def gate_version(client: MlflowClient, model_name: str, version: int | str, chal
         source = "re-evaluated on the current test set"
     cfg = gate_metrics.resolved(cfg, challenger_metrics, "the challenger")  # `auto` the flow left (a gate run by hand)
     decision = decide(challenger_metrics, champion_metrics, cfg)
+    if is_decided(state_of(get_version(client, model_name, version))):
+        transition(client, model_name, version, Event.REOPEN)
     return apply_decision(client, model_name, version, decision, challenger_metrics, cfg,
                           champion_version_number, champion_source=source)
 
@@ -384,42 +326,25 @@ def promote(client: MlflowClient, model_name: str, version: int | str, reason: s
     """Human override: make version N the champion."""
     mv = get_version(client, model_name, version)
     before = champion_version(client, model_name)
-    _set_champion(client, model_name, int(mv.version))
     text = reason or f"manual promotion (champion was {f'v{before.version}' if before else 'none'})"
-    client.set_model_version_tag(model_name, str(mv.version), "gate_decision", "manual")
-    client.set_model_version_tag(model_name, str(mv.version), "gate_reason", text)
+    transition(client, model_name, mv.version, Event.PROMOTE_MANUALLY, {REASON_TAG: text})
     return {"version": int(mv.version), "previous_champion": int(before.version) if before else None,
-            "model_uri": f"models:/{model_name}@{CHAMPION}"}
+            "model_uri": f"models:/{model_name}@{CHAMPION_ALIAS}"}
 
 
 def rollback(client: MlflowClient, model_name: str) -> dict[str, Any]:
-    """Move `champion` back to the previous champion; tag the demoted version `rolled_back=true`."""
+    """Move `champion` back to the previous champion; the demoted version becomes `rolled_back`."""
     if not model_exists(client, model_name):
         raise RegistryError(f"model '{model_name}' is not registered; nothing to roll back")
     current = champion_version(client, model_name)
     if current is None:
         raise RegistryError(f"model '{model_name}' has no champion; nothing to roll back")
-    cur = int(current.version)
-    history = _history(client, model_name)
-    while history and history[-1] == cur:
-        history.pop()
-    previous = None
-    while history:
-        try:
-            previous = get_version(client, model_name, history[-1])
-            break
-        except RegistryError:  # deleted since: skip it
-            history.pop()
-    if previous is None:
-        raise RegistryError(f"model '{model_name}': no previous champion in the history to roll back to "
-                            f"(champion is v{cur})")
-    client.set_registered_model_alias(model_name, CHAMPION, str(previous.version))
-    client.set_model_version_tag(model_name, str(cur), "rolled_back", "true")
-    _save_history(client, model_name, history)
+    transition(client, model_name, current.version, Event.ROLL_BACK)
+    previous = champion_version(client, model_name)
     tags = previous.tags or {}
-    return {"version": int(previous.version), "rolled_back_from": cur,
-            "model_uri": f"models:/{model_name}@{CHAMPION}", "data_version": tags.get("data_version", ""),
-            "run_id": tags.get("train_run_id") or previous.run_id, "metrics": version_metrics(previous),
+    return {"version": int(previous.version), "rolled_back_from": int(current.version),
+            "model_uri": f"models:/{model_name}@{CHAMPION_ALIAS}", "data_version": tags.get(DATA_VERSION_TAG, ""),
+            "run_id": tags.get(TRAIN_RUN_TAG) or previous.run_id, "metrics": version_metrics(previous),
             "rolled_back_metrics": version_metrics(current)}
 
 
@@ -442,11 +367,11 @@ def list_models(client: MlflowClient, model_name: str, cfg: RegistryConfig | Non
             "version": int(mv.version),
             "aliases": sorted(set(mv.aliases or []) | set(aliases.get(int(mv.version), []))),
             "metrics": {k: metrics[k] for k in key_metrics(cfg) if k in metrics},
-            "data_version": tags.get("data_version", ""),
-            "config_hash": tags.get("config_hash", ""),
-            "git_sha": tags.get("git_sha", ""),
-            "decision": tags.get("gate_decision", ""),
-            "rolled_back": tags.get("rolled_back") == "true",
+            "data_version": tags.get(DATA_VERSION_TAG, ""),
+            "config_hash": tags.get(CONFIG_HASH_TAG, ""),
+            "git_sha": tags.get(GIT_SHA_TAG, ""),
+            "decision": tags.get(DECISION_TAG, ""),
+            "rolled_back": state_of(mv) is GateState.ROLLED_BACK,
             "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc)
             .isoformat(timespec="seconds"),
             "run_id": mv.run_id,

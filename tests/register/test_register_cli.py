@@ -21,7 +21,7 @@ def _run_in_process(argv, capsys):
 def test_cli_in_process_lookup_champion_gate(store, tmp_path, capsys):
     code, out, _ = _run_in_process(["lookup", "--tracking-uri", store.uri, "--data-version", "x",
                                     "--config-hash", "y", "--model-name", "cli-none"], capsys)
-    assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None, "decided": None,
+    assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None, "state": None, "decided": None,
                                                             "train_run_id": None, "champion_version": None,
                                                             "champion_uri": None}
 
