@@ -9,7 +9,9 @@ in a forked child: the step server sets a step's environment after the fork):
         after_step_<k>      the trainer, after step k and its checkpoint
         after_<flow step>   the flow, after that step finished: after_version_data, after_lookup,
                             after_train, after_evaluate, after_register, after_gate
-        before_alias        the register component's gate, before it moves the alias
+        before_<event>      the gate (register/gate_states.py), before a transition writes anything:
+                            before_alias (the alias move of a promotion), before_record_promotion,
+                            before_reject, before_promote_manually, before_roll_back, before_reopen
   LITOPS_FAULT=nan_loss_at_step_<k>
       fill the trainer's NaN target (the logit scale) with NaN before step k: that step's loss,
       gradients and update turn NaN for real
@@ -47,7 +49,9 @@ RECORD_KEYS_ENV = "LITOPS_RECORD_BATCH_KEYS"
 FLOW_PID_ENV = "LITOPS_FLOW_PID"  # set by the flow so a component knows whom to take down
 
 FLOW_STEPS = ("version data", "lookup", "train", "evaluate", "register", "gate")
-NAMED_CRASH_POINTS = ("before_alias", *(f"after_{step.replace(' ', '_')}" for step in FLOW_STEPS))
+GATE_CRASH_POINTS = ("before_alias", "before_record_promotion", "before_reject", "before_promote_manually",
+                     "before_roll_back", "before_reopen")
+NAMED_CRASH_POINTS = (*GATE_CRASH_POINTS, *(f"after_{step.replace(' ', '_')}" for step in FLOW_STEPS))
 STEP_CRASH = re.compile(r"after_step_([1-9]\d*)")
 NAN_FAULT = re.compile(r"nan_loss_at_step_([1-9]\d*)")
 

@@ -134,3 +134,9 @@ def test_the_readme_diagram_is_the_table():
     table = {(state.value, rule.target.value, event.value)
              for event, rule in TRANSITIONS.items() for state in rule.sources}
     assert drawn == table
+
+
+def test_every_transition_has_a_crash_point_a_test_can_arm():
+    from litops.core.faults import GATE_CRASH_POINTS
+
+    assert sorted(rule.fault_point for rule in TRANSITIONS.values()) == sorted(GATE_CRASH_POINTS)
