@@ -68,7 +68,7 @@ def test_a_crash_is_retried_and_an_unreadable_result_names_its_step():
         ScriptLauncher("raise SystemExit(1)").run(JobSpec("boom", "train"), log=lambda _: None)
     assert crashed.value.error is None and crashed.value.kind is None and crashed.value.retried
     script = "print('LITOPS_RESULT {\"kind\": \"champion\", \"schema\": 7, \"version\": 1, \"model_uri\": null}')"
-    with pytest.raises(UnreadableRecord, match="data step 'old' .*'champion' result of schema 7"):
+    with pytest.raises(UnreadableRecord, match="data step 'old': a 'champion' result of schema 7"):
         ScriptLauncher(script).run(JobSpec("old", "data"), log=lambda _: None)
 
 
