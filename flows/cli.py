@@ -237,13 +237,14 @@ def dispatch(args: argparse.Namespace) -> int:
 def error_message(e: BaseException) -> str:
     """An exception as the one line litops prints for it."""
     from litops.core.config import ConfigError
+    from litops.core.step_results import UnreadableRecord
     from litops.flows.launcher import ComponentFailed
     from litops.flows.run_lock import RunInProgress
     from litops.flows.server import ServerError
 
     if isinstance(e, ConfigError):
         return f"config error: {e}"
-    if isinstance(e, (ComponentFailed, RunInProgress, ServerError)):
+    if isinstance(e, (ComponentFailed, RunInProgress, ServerError, UnreadableRecord)):
         return str(e)
     return f"{type(e).__name__}: {e} (set LITOPS_DEBUG=1 for the traceback)"
 

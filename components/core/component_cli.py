@@ -18,7 +18,7 @@ from typing import Callable, NoReturn
 from litops.core.step_errors import ERROR_KINDS, EXIT_BAD_INPUT, EXIT_CONFIG_ERROR, ErrorRecord, records_wanted
 from litops.core.step_results import RESULT_PREFIX, StepResult
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_CONFIG_ERROR", "RESULT_PREFIX", "UserError", "emit_result", "run_main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CONFIG_ERROR", "RESULT_PREFIX", "UserError", "emit_result", "report_error", "run_main"]
 
 
 class UserError(Exception):

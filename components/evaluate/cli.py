@@ -12,7 +12,7 @@ Each `--model LABEL=REF` is a local model file (checkpoint.load_model) or an MLf
 (`models:/...`, `runs:/...`), whose pyfunc wrapper exposes the LiTModel as `.lit_model`.
 With `--run-id`, the first model's metrics (both splits) and the plots (under `eval/`) are
 logged to that run. Writes <out>/metrics.json and the plots as PNG files, and ends with
-`LITOPS_RESULT {"metrics": {label: {...}}, "splits": {...}, "plots": [...], ...}`.
+its EvaluateResult (`LITOPS_RESULT {"kind": "evaluate", "metrics": {label: {...}}, "plots": [...], ...}`).
 """
 
 from __future__ import annotations
