@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from litops.core.config import LitopsConfig, NotifyConfig
+from litops.core.step_results import GateDecision, RollbackResult
 from litops.core.workspace import tracking_uri
 from litops.flows.notify import Message, Warn, mlflow_run_url, send
 
@@ -40,13 +41,13 @@ def track(ctx: "RunContext") -> None:
 
 
 @best_effort
-def gate_decided(ctx: "RunContext", version: int, run_id: str, decision: Mapping[str, Any],
+def gate_decided(ctx: "RunContext", version: int, run_id: str, decision: GateDecision,
                  metrics: Mapping[str, Any]) -> None:
-    promoted = bool(decision["promoted"])
+    promoted = decision.promoted
     message = Message(event="champion_promoted" if promoted else "challenger_rejected", model=ctx.model_name,
                       version=version, data_version=ctx.data_version or None,
-                      decision="promoted" if promoted else "rejected", reason=decision["reason"],
-                      champion_version=decision.get("champion_version"),
+                      decision="promoted" if promoted else "rejected", reason=decision.reason,
+                      champion_version=decision.champion_version,
                       metrics=gate_metrics(ctx.cfg, metrics["challenger"], metrics.get("champion")),
                       flow_run_id=_current_flow_run_id(), mlflow_run_id=run_id)
     send(_with_links(message, ctx.cfg), ctx.cfg.notify, _warn)
@@ -78,28 +79,26 @@ def run_failed(flow, flow_run, state) -> None:
 
 
 @best_effort
-def rolled_back(cfg: LitopsConfig, result: Mapping[str, Any], warn: Warn) -> None:
+def rolled_back(cfg: LitopsConfig, result: RollbackResult, warn: Warn) -> None:
     """After `litops rollback`: the restored champion, with its metrics against the version it replaced."""
-    restored, demoted = result.get("metrics") or {}, result.get("rolled_back_metrics") or {}
+    demoted = result.rolled_back_metrics
     metrics = {name: {"champion": _number(value), "rolled_back": _number(demoted.get(name))}
-               for name, value in restored.items()}
-    message = Message(event="rollback", model=cfg.registry.model_name, version=result["version"],
-                      data_version=result.get("data_version") or None, decision="rolled_back",
-                      reason=f"champion moved back from v{result['rolled_back_from']} to v{result['version']} "
+               for name, value in result.metrics.items()}
+    message = Message(event="rollback", model=cfg.registry.model_name, version=result.version,
+                      data_version=result.data_version or None, decision="rolled_back",
+                      reason=f"champion moved back from v{result.rolled_back_from} to v{result.version} "
                              "by `litops rollback`",
-                      champion_version=result["version"], metrics=metrics, mlflow_run_id=result.get("run_id"))
+                      champion_version=result.version, metrics=metrics, mlflow_run_id=result.run_id)
     send(_with_links(message, cfg), cfg.notify, warn)
 
 
 def failure_reason(state) -> str:
     """The one line that says why: a component's own error line, else the exception's first line."""
-    from litops.core.component_cli import is_error_line
     from litops.flows.launcher import ComponentFailed
 
     error = state.result(raise_on_failure=False) if state.is_failed() else None
     if isinstance(error, ComponentFailed):
-        lines = [line.strip() for line in error.tail if is_error_line(line.strip())]
-        return lines[-1] if lines else _first_line(str(error))
+        return error.error.line() if error.error is not None else _first_line(str(error))
     if isinstance(error, BaseException):
         first = _first_line(str(error))
         return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -11,6 +11,11 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Callable
+
+from litops.flows import cli_commands as do
+
+Handler = Callable[[argparse.Namespace], int]
 
 EPILOG = """examples:
   litops run                          retrain on the embedded default
@@ -35,8 +40,8 @@ REGISTRY_OVERRIDES = "registry.model_name=my-model mlflow.tracking_uri=http://ml
 
 
 class Commands:
-    """Adds subcommands with a description, examples and help for every argument; keeps each
-    one's parser, so an error names the subcommand's usage."""
+    """Adds subcommands with a description, examples and help for every argument; binds each to its
+    handler and keeps its parser, so an error names the subcommand's usage."""
 
     def __init__(self, subparsers, words: str = "", parsers: dict[str, argparse.ArgumentParser] | None = None):
         self.subparsers, self.words = subparsers, words
@@ -48,13 +53,23 @@ class Commands:
         subparsers = parser.add_subparsers(dest=dest, required=True, metavar="SUB", help=f"the {words} command to run")
         return Commands(subparsers, words, self.parsers)
 
-    def add(self, name: str, summary: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    def add(self, name: str, summary: str, description: str, examples: list[str],
+            handler: Handler | None = None) -> argparse.ArgumentParser:
+        """A subcommand; `handler` runs it (none: a group of subcommands, or one main() hands on)."""
         words = f"{self.words} {name}".strip()
         epilog = "examples:\n" + "\n".join(f"  litops {words} {example}".rstrip() for example in examples)
         parser = self.subparsers.add_parser(name, help=summary, description=description, epilog=epilog,
                                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        bind(parser, handler)
         self.parsers[words] = parser
         return parser
+
+
+def bind(parser: argparse.ArgumentParser, handler: Handler | None) -> None:
+    """The innermost subcommand's defaults win: `args.handler` runs it, `args.parser` reports its errors."""
+    parser.set_defaults(parser=parser)
+    if handler is not None:
+        parser.set_defaults(handler=handler)
 
 
 def add_overrides(parser: argparse.ArgumentParser, example: str) -> argparse.ArgumentParser:
@@ -84,20 +99,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         from litops.flows import eval_command
 
         commands.parsers["eval"] = eval_command.add_parser(sub)
+        bind(commands.parsers["eval"], eval_command.main)
     return top, commands.parsers
 
 
 def _add_data(commands: Commands) -> None:
     synth = commands.add("synth", "generate and version the embedded benchmark",
                          "Generate the embedded image-text benchmark (deterministic for data.seed) and commit it\n"
-                         "as a data version.", ["", "data.n_train=4000 data.seed=1"])
+                         "as a data version.", ["", "data.n_train=4000 data.seed=1"],
+                         lambda args: do.component("data", ["synth"], args.overrides))
     add_overrides(synth, "data.n_train=4000 data.seed=1")
     add = commands.add("add", "ingest user shards or an image+caption folder",
                        "Ingest a .tar shard, a folder (shards or image+caption pairs), a brace-expanded shard list\n"
                        "or s3://...; bad samples are quarantined with counts by reason. Re-adding the same content\n"
                        "is a no-op. A new data version tells a running `litops deploy` to retrain.",
                        ["./my-shards", "'./shards/part-{000..015}.tar' data.workers=4",
-                        "s3://bucket/shards/ data.max_bad_fraction=0.05"])
+                        "s3://bucket/shards/ data.max_bad_fraction=0.05"],
+                       lambda args: do.data_add(args.path, args.overrides, in_place=args.in_place))
     add.add_argument("path", metavar="SOURCE", help="a .tar shard, a folder, a brace list of shards or an s3:// URL")
     add.add_argument("--in-place", action="store_true", help="s3:// only: check and index the shards where they are "
                      "(bad samples excluded, nothing rewritten) and version only their manifest")
@@ -112,7 +130,7 @@ def _add_data(commands: Commands) -> None:
                          "tar's complete samples (image + .txt). The endpoint and region come from storage.*,\n"
                          "credentials from the environment.",
                          ["./laion-out", "./laion-out --split val",
-                          "s3://bucket/laion storage.endpoint_url=http://minio:9000"])
+                          "s3://bucket/laion storage.endpoint_url=http://minio:9000"], data_index)
     index.add_argument("source", metavar="SOURCE", help="a folder or s3://bucket/prefix holding the shards")
     index.add_argument("--split", default=None, metavar="NAME",
                        help="the split a flat folder's shards form (default: train)")
@@ -121,7 +139,8 @@ def _add_data(commands: Commands) -> None:
                             "Restore a data version, or the data a model version was trained on, into\n"
                             "<home>/data-checkouts/<md5>/ (the data repo's branch does not move).",
                             ["--version lit-embedded@champion", "--version lit-embedded/3",
-                             "--version 0123456789abcdef0123456789abcdef.dir"])
+                             "--version 0123456789abcdef0123456789abcdef.dir"],
+                            lambda args: do.component("data", ["checkout", "--version", args.version], args.overrides))
     checkout.add_argument("--version", required=True, metavar="REF", help="<md5>.dir | MODEL@ALIAS | MODEL/N")
     add_overrides(checkout, "home=/srv/litops")
     # Listed only: main() hands `data plan` to litops.data.plan_cli (no config, no launcher), whose
@@ -137,33 +156,39 @@ def _add_registry(commands: Commands) -> None:
     models = commands.add("models", "list registered versions",
                           "List the model's registered versions, newest first: aliases, key metrics, data version,\n"
                           "gate decision. --format json prints them as one JSON document for scripts.",
-                          ["", "--format json", REGISTRY_OVERRIDES])
+                          ["", "--format json", REGISTRY_OVERRIDES],
+                          lambda args: do.models(args.format, args.overrides))
     models.add_argument("--format", choices=("table", "json"), default="table",
                         help="table (default) or json: {model_name, versions: [{version, aliases, metrics, "
                              "data_version, decision, run_id, ...}]}")
     add_overrides(models, REGISTRY_OVERRIDES)
     promote = commands.add("promote", "move the champion alias to a version",
                            "Move the champion alias to a registered version by hand (a human override of the gate).",
-                           ["--version 3"])
+                           ["--version 3"],
+                           lambda args: do.component("register", ["promote", "--version", str(args.version)],
+                                                     args.overrides))
     promote.add_argument("--version", type=int, required=True, metavar="N",
                          help="the registered version to make champion (see `litops models`)")
     add_overrides(promote, REGISTRY_OVERRIDES)
     add_overrides(commands.add("rollback", "move the champion alias back to the previous champion",
                                "Give the champion alias back to the version that held it before; the current one\n"
-                               "is tagged rolled back.", [""]), REGISTRY_OVERRIDES)
+                               "is tagged rolled back.", [""], lambda args: do.rollback(args.overrides)),
+                  REGISTRY_OVERRIDES)
 
 
 def _add_service(commands: Commands) -> None:
     server = commands.add("server", "the workspace's persistent Prefect server",
                           "Start, stop or check one persistent Prefect server for the workspace (SQLite under\n"
                           "<home>/prefect, 127.0.0.1). `litops run`, `deploy` and `data add` use it when it is up.",
-                          ["start", "status", "stop home=/srv/litops"])
+                          ["start", "status", "stop home=/srv/litops"],
+                          lambda args: do.server(args.action, args.overrides))
     server.add_argument("action", choices=("start", "stop", "status"), help="start | stop | status")
     add_overrides(server, "home=/srv/litops")
     deploy = commands.add("deploy", "serve the retrain flow on its cron schedule and on new data",
                           "Serve the retrain deployment: its cron schedule (schedule.cron) plus a run whenever\n"
                           "`litops data add` commits new data; one run at a time. The overrides become the\n"
-                          "deployment's.", ["", "--apply-only", "train.steps=600 'schedule.cron=0 4 * * *'"])
+                          "deployment's.", ["", "--apply-only", "train.steps=600 'schedule.cron=0 4 * * *'"],
+                          lambda args: do.deploy(args.overrides, args.apply_only))
     deploy.add_argument("--apply-only", action="store_true", help="register the deployment and exit (no runner)")
     add_overrides(deploy, "train.steps=600 'schedule.cron=0 4 * * *'")
 
@@ -174,73 +199,52 @@ def _add_platform(commands: Commands) -> None:
     render_job = commands.nested(k8s, "k8s_command").add(
         "render-job", "print the train Job (and Service) a run would submit",
         "Print the YAML of the train Job (and the headless Service of a multi-node run) that a\n"
-        "Kubernetes run would submit, without a cluster.", ["", "train.nodes=2 train.gpus_per_node=8"])
+        "Kubernetes run would submit, without a cluster.", ["", "train.nodes=2 train.gpus_per_node=8"],
+        lambda args: do.render_job(args.overrides))
     add_overrides(render_job, "train.nodes=2 train.gpus_per_node=8")
     infra = commands.add("infra", "infrastructure commands: render", "The platform manifests of infra/.",
                          ["render --overlay gpu"])
     render = commands.nested(infra, "infra_command").add(
         "render", "print the manifests of infra/ (base or an overlay)",
-        "Print the platform manifests (kustomize layout under infra/), base or an overlay.", ["", "--overlay gpu"])
+        "Print the platform manifests (kustomize layout under infra/), base or an overlay.", ["", "--overlay gpu"],
+        lambda args: do.render_infra(args.overlay))
     render.add_argument("--overlay", default="base", help="base | dev | gpu (default: base)")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse a non-`run` command line; an unknown argument is reported with its subcommand's usage."""
-    top, parsers = build_parser()
+    top, _ = build_parser()
     args, unknown = top.parse_known_args(argv)
     if unknown and hasattr(args, "overrides") and not any(a.startswith("-") for a in unknown):
         # argparse matches every positional at the first one: `data index SRC --split val KEY=VALUE`
         # leaves the overrides after the option unclaimed; they are overrides all the same.
         args.overrides, unknown = [*args.overrides, *unknown], []
     if unknown:
-        words = [args.command, getattr(args, f"{args.command}_command", None)]
-        parser = parsers.get(" ".join(w for w in words if w), parsers.get(args.command, top))
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        getattr(args, "parser", top).error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 
+def data_index(args: argparse.Namespace) -> int:
+    """`litops data index`: a local source as an absolute path (the component may run elsewhere)."""
+    source = args.source if "://" in args.source else str(Path(args.source).expanduser().resolve())
+    return do.component("data", ["index", source, *(["--split", args.split] if args.split else [])], args.overrides)
+
+
 def dispatch(args: argparse.Namespace) -> int:
-    from litops.flows import cli_commands as do
-
-    command = " ".join(w for w in (args.command, getattr(args, f"{args.command}_command", None)) if w)
-    if command == "data synth":
-        return do.component("data", ["synth"], args.overrides)
-    if command == "data checkout":
-        return do.component("data", ["checkout", "--version", args.version], args.overrides)
-    if command == "data add":
-        return do.data_add(args.path, args.overrides, in_place=args.in_place)
-    if command == "data index":
-        source = args.source if "://" in args.source else str(Path(args.source).expanduser().resolve())
-        return do.component("data", ["index", source, *(["--split", args.split] if args.split else [])], args.overrides)
-    if command == "server":
-        return do.server(args.action, args.overrides)
-    if command == "promote":
-        return do.component("register", ["promote", "--version", str(args.version)], args.overrides)
-    if command == "rollback":
-        return do.rollback(args.overrides)
-    if command == "models":
-        return do.models(args.format, args.overrides)
-    if command == "k8s render-job":
-        return do.render_job(args.overrides)
-    if command == "infra render":
-        return do.render_infra(args.overlay)
-    if command == "eval":
-        from litops.flows import eval_command
-
-        return eval_command.main(args)
-    return do.deploy(args.overrides, args.apply_only)
+    return args.handler(args)
 
 
 def error_message(e: BaseException) -> str:
     """An exception as the one line litops prints for it."""
     from litops.core.config import ConfigError
+    from litops.core.step_results import UnreadableRecord
     from litops.flows.launcher import ComponentFailed
     from litops.flows.run_lock import RunInProgress
     from litops.flows.server import ServerError
 
     if isinstance(e, ConfigError):
         return f"config error: {e}"
-    if isinstance(e, (ComponentFailed, RunInProgress, ServerError)):
+    if isinstance(e, (ComponentFailed, RunInProgress, ServerError, UnreadableRecord)):
         return str(e)
     return f"{type(e).__name__}: {e} (set LITOPS_DEBUG=1 for the traceback)"
 

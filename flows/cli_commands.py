@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from litops.core.step_results import DataVersionResult, ModelsResult, RollbackResult, StepResult, expect
+
 
 def to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
@@ -32,10 +34,9 @@ def component(name: str, args: list[str], cfg_overrides: list[str]) -> int:
     return component_result(name, args, load_config(cfg_overrides))[0]
 
 
-def component_result(name: str, args: list[str], cfg, log=print) -> tuple[int, dict | None]:
-    """Run one component as a child process; (exit code, result). Its output goes to `log` (stdout),
+def component_result(name: str, args: list[str], cfg, log=print) -> tuple[int, StepResult | None]:
+    """Run one component as a child process; (exit code, typed result). Its output goes to `log` (stdout),
     its one-line error and progress to stderr."""
-    from litops.core.component_cli import is_error_line
     from litops.core.workspace import Workspace
     from litops.flows.config import write_config
     from litops.flows.launcher import ComponentFailed, JobSpec, LocalProcessLauncher
@@ -48,7 +49,7 @@ def component_result(name: str, args: list[str], cfg, log=print) -> tuple[int, d
         job = LocalProcessLauncher(warm=False).run(JobSpec(name, name, [*args, "--config", str(cfg_path)]), log=log,
                                                    diagnostics=to_stderr)
     except ComponentFailed as e:
-        if not any(is_error_line(line) for line in e.tail):  # a crash, not a reported error: show its last lines
+        if e.error is None:  # a crash, not a reported error: show its last lines
             to_stderr(f"litops: {e}")
         return e.exit_code, None
     return 0, job.result
@@ -62,7 +63,8 @@ def models(output_format: str, overrides: list[str]) -> int:
         return component("register", ["models"], overrides)
     code, result = component_result("register", ["models"], load_config(overrides), log=lambda line: None)
     if code == 0:
-        print(json.dumps({"model_name": result["model_name"], "versions": result["rows"]}, indent=2))
+        listing = expect(result, ModelsResult)
+        print(json.dumps({"model_name": listing.model_name, "versions": listing.rows}, indent=2))
     return code
 
 
@@ -79,7 +81,7 @@ def rollback(overrides: list[str]) -> int:
         to_stderr("litops: notify: no Prefect server is running for this workspace to read the Secret block "
                   f"{cfg.notify.webhook_url[len('block:'):]!r} from; no message sent")
         return code
-    rolled_back(cfg, result, lambda line: to_stderr(f"litops: {line}"))
+    rolled_back(cfg, expect(result, RollbackResult), lambda line: to_stderr(f"litops: {line}"))
     return code
 
 
@@ -107,7 +109,7 @@ def data_add(path: str, overrides: list[str], in_place: bool = False) -> int:
         return EXIT_BAD_INPUT
     cfg = load_config(overrides)
     code, result = component_result("data", ["add", source] + (["--in-place"] if in_place else []), cfg)
-    if code != 0 or not result or not result.get("committed"):
+    if code != 0 or not result or not expect(result, DataVersionResult).committed:
         return code
     url = prepare_env(cfg.home)
     if url is None:

@@ -110,7 +110,7 @@ def default_out(home: Path, ref: str) -> Path:
 def evaluate(cfg, model: str, dataset_dir: Path | None, suites: list[str], out: Path, shown_ref: str,
              verbose: bool) -> int:
     """Run the evaluate component on one model; print its metrics table or its one-line error."""
-    from litops.core.component_cli import EXIT_CONFIG_ERROR
+    from litops.core.step_results import EvaluateResult, expect
     from litops.core.workspace import Workspace
     from litops.flows.config import write_config
     from litops.flows.launcher import ComponentFailed, JobSpec, make_launcher
@@ -127,23 +127,22 @@ def evaluate(cfg, model: str, dataset_dir: Path | None, suites: list[str], out: 
         job = make_launcher(cfg.launcher.kind, cfg=cfg).run(JobSpec("eval", "evaluate", args), log=log)
     except ComponentFailed as e:
         print(f"litops eval: {component_error(e)}", file=sys.stderr)
-        return EXIT_USAGE if e.exit_code == EXIT_CONFIG_ERROR else EXIT_FAILED
+        return EXIT_USAGE if e.kind == "config" else EXIT_FAILED
     if job.result is None:
         print("litops eval: the evaluate component reported no result", file=sys.stderr)
         return EXIT_FAILED
-    print(metrics_table(shown_ref, job.result["metrics"][label], suites))
-    for note in job.result.get("skipped", []):
+    result = expect(job.result, EvaluateResult)
+    print(metrics_table(shown_ref, result.metrics[label], suites))
+    for note in result.skipped:
         print(f"note: {note}")
     print(f"metrics.json and plots: {out}")
     return 0
 
 
 def component_error(e) -> str:
-    """The component's own one-line error, else its exit code and last line."""
-    for line in reversed(e.tail):
-        for prefix in ("litops evaluate: error: ", "litops evaluate: config error: "):
-            if line.startswith(prefix):
-                return line[len(prefix):]
+    """The component's own error message, else its exit code and last line."""
+    if e.error is not None and e.error.message:
+        return e.error.message
     last = e.tail[-1] if e.tail else "no output"
     return f"evaluate failed with exit code {e.exit_code}: {last}"
 

@@ -7,7 +7,8 @@ deployment has a trigger on it, so new data starts a run without waiting for the
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+
+from litops.core.step_results import DataVersionResult
 
 DATA_COMMITTED = "litops.data.committed"
 
@@ -25,13 +26,14 @@ def data_trigger(home: str, dataset: str, deployment_name: str):
                                   match=dataset_resource(home, dataset))
 
 
-def emit_data_committed(api_url: str, home: str, result: dict[str, Any]) -> str:
+def emit_data_committed(api_url: str, home: str, result: DataVersionResult) -> str:
     """Send the event to the server at `api_url` and wait until it has it; returns the event id."""
     from prefect.events import Event
     from prefect.events.clients import PrefectEventsClient
 
-    event = Event(event=DATA_COMMITTED, resource=dataset_resource(home, result["name"]),
-                  payload={k: result.get(k) for k in ("data_version", "git_sha", "dataset_dir", "splits")})
+    event = Event(event=DATA_COMMITTED, resource=dataset_resource(home, result.name),
+                  payload={"data_version": result.data_version, "git_sha": result.git_sha,
+                           "dataset_dir": result.dataset_dir, "splits": result.splits})
 
     async def send() -> None:
         async with PrefectEventsClient(api_url) as client:

@@ -14,7 +14,6 @@ from pathlib import Path
 def check_gate_metrics(cfg) -> None:
     """ConfigError with the register component's own line when a gate metric will not be reported (or a
     suite's triples file, which says what it reports, cannot be read)."""
-    from litops.core.component_cli import is_error_line
     from litops.core.config import ConfigError
     from litops.core.workspace import Workspace
     from litops.flows.config import write_config
@@ -32,7 +31,6 @@ def check_gate_metrics(cfg) -> None:
             LocalProcessLauncher(warm=False).run(JobSpec("gate-metrics", "register", args), log=lambda line: None,
                                                  diagnostics=lambda line: None)
         except ComponentFailed as e:  # a gate metric, or a suite's file, the config names wrongly
-            refused = [line.split(": ", 2)[2] for line in e.tail if is_error_line(line) and line.count(": ") >= 2]
-            if refused:
-                raise ConfigError(refused[-1]) from None
+            if e.error is not None and e.error.message:
+                raise ConfigError(e.error.message) from None
             raise

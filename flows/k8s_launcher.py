@@ -8,8 +8,9 @@ Lifecycle of `run(spec, log)`:
      the Job's replacement pod is followed: the trainer resumes from the latest checkpoint on the
      object store (litops.train.remote_checkpoints). Such pods do not count against backoffLimit
      (podFailurePolicy Ignore); a pod that fails otherwise is reported and retried by the Job;
-  4. Job `Complete`: the result is the LITOPS_RESULT line of the pod that completed;
-     Job `Failed`: ComponentFailed with the last log lines, the exit code and the Job's reason;
+  4. Job `Complete`: the result is the LITOPS_RESULT line of the pod that completed, typed;
+     Job `Failed`: ComponentFailed with the last log lines, the exit code, the Job's reason and
+     the last error record a pod printed;
   5. any exception while waiting (the flow run cancelled, Ctrl-C): the Job is deleted with
      foreground propagation (its pods go first), then the exception propagates.
 """
@@ -19,10 +20,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from litops.core.component_cli import parse_result
 from litops.core.config import LitopsConfig
+from litops.core.step_results import UnreadableRecord
 from litops.flows import k8s_render
-from litops.flows.launcher import ComponentFailed, JobResult, JobSpec, LogFn, OutputRelay
+from litops.flows.launcher import ComponentFailed, JobResult, JobSpec, LogFn, OutputRelay, read_result
 from litops.flows.progress import ProgressRenderer
 
 
@@ -141,14 +142,15 @@ class KubernetesJobLauncher:
                             self._report_pod_end(pod, code, out)
                 if (cond := _condition(job, "Complete")) is not None or _condition(job, "SuccessCriteriaMet") is not None:
                     winner = self._result_pod(pods, results)
-                    result = parse_result(results.get(winner, [])) if winner else None
+                    result = read_result(spec, results.get(winner, [])) if winner else None
                     out.renderer.log_around(f"Job {name} complete")
                     return JobResult(0, result, list(out.tail))
                 if (cond := _condition(job, "Failed")) is not None:
                     reason = f"Job {name} {_get(cond, 'reason', default='Failed')}: {_get(cond, 'message', default='')}".strip()
-                    raise ComponentFailed(spec, last_exit if last_exit is not None else 1, list(out.tail), reason.rstrip(": "))
+                    raise ComponentFailed(spec, last_exit if last_exit is not None else 1, list(out.tail),
+                                          reason.rstrip(": "), error=out.last_error)
                 self.sleep(self.cfg.kubernetes.poll_seconds)
-        except ComponentFailed:
+        except (ComponentFailed, UnreadableRecord):
             raise
         except BaseException as e:  # cancellation (Prefect cancels by raising into the flow) or a broken watch
             out.close()  # the bar ends before the deletion is reported
@@ -176,7 +178,7 @@ class KubernetesJobLauncher:
             if getattr(e, "status", None) in (400, 404):
                 return
             raise
-        pod_out = OutputRelay(out.renderer, out.tail)
+        pod_out = OutputRelay(out.renderer, out.tail, errors=out.errors)
         try:
             buf, n = b"", 0
             for chunk in resp.stream(65536):

@@ -10,8 +10,8 @@ import re
 import uuid
 from typing import Any
 
-from litops.core.component_cli import EXIT_CONFIG_ERROR
 from litops.core.config import LitopsConfig
+from litops.core.step_errors import ERRORS_ENV, EXIT_CONFIG_ERROR
 from litops.flows.launcher import JobSpec
 
 CONTAINER = "component"
@@ -71,7 +71,7 @@ SHARD_CACHE_ENV = "LITOPS_SHARD_CACHE_DIR"
 def _env(spec: JobSpec, cfg: LitopsConfig) -> list[dict[str, Any]]:
     fixed = {"LITOPS_HOME": cfg.home, "PYTHONUNBUFFERED": "1", "HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib",
              SHARD_CACHE_ENV: SHARD_CACHE_MOUNT,
-             "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", **storage_env(cfg), **spec.env}
+             "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", ERRORS_ENV: "records", **storage_env(cfg), **spec.env}
     env = [{"name": k, "value": str(v)} for k, v in fixed.items()]
     if is_multinode(spec, cfg):
         env.append({"name": "NODE_RANK",

@@ -2,8 +2,10 @@
 
 A flow builds a JobSpec and hands it to whichever launcher the config names; it never imports
 a component. Any launcher streams the job's log lines to a callback, draws its progress
-(`LITOPS_PROGRESS {json}` lines, flows/progress.py) and returns the component's result (its
-`LITOPS_RESULT {json}` line); OutputRelay sorts the lines for all of them.
+(`LITOPS_PROGRESS {json}` lines, flows/progress.py) and returns the component's typed result (its
+`LITOPS_RESULT {json}` line, litops.core.step_results), or raises ComponentFailed carrying the
+component's error record (`LITOPS_ERROR {json}`, litops.core.step_errors); OutputRelay sorts the
+lines for all of them.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from litops.core import process_start, progress
-from litops.core.component_cli import RESULT_PREFIX, is_error_line, parse_result
+from litops.core import process_start, progress, step_errors
+from litops.core.step_errors import ERROR_PREFIX, ERRORS_ENV, ErrorRecord
+from litops.core.step_results import RESULT_PREFIX, StepResult, UnreadableRecord, parse_result
 from litops.flows.progress import ProgressRenderer
 
 LogFn = Callable[[str], None]
@@ -40,18 +43,33 @@ class JobSpec:
 @dataclass
 class JobResult:
     exit_code: int
-    result: dict[str, Any] | None
+    result: StepResult | None
     log_tail: list[str]
 
 
 class ComponentFailed(RuntimeError):
-    """A component exited non-zero; the message carries its last log lines."""
+    """A component exited non-zero; the message carries its last log lines, `error` its error record
+    (None: it crashed, or its log is gone)."""
 
-    def __init__(self, spec: JobSpec, exit_code: int, tail: list[str], reason: str = ""):
-        self.spec, self.exit_code, self.tail = spec, exit_code, tail
+    def __init__(self, spec: JobSpec, exit_code: int, tail: list[str], reason: str = "",
+                 error: ErrorRecord | None = None):
+        self.spec, self.exit_code, self.tail, self.error = spec, exit_code, tail, error
         shown = "\n".join(f"    {line}" for line in tail[-15:]) or "    (no output)"
         why = f" ({reason})" if reason else ""
         super().__init__(f"{spec.component} step '{spec.name}' failed with exit code {exit_code}{why}. Last log lines:\n{shown}")
+
+    @property
+    def kind(self) -> str | None:
+        """Its error kind: the record's, else what the exit code stands for; None: a crash."""
+        if self.error is not None:
+            return self.error.kind
+        kind = step_errors.kind_of_exit(self.exit_code)
+        return kind.name if kind is not None else None
+
+    @property
+    def retried(self) -> bool:
+        """Whether another try may work: not for a bad config or bad input, which fail the same way again."""
+        return step_errors.retried(self.exit_code, self.error)
 
 
 class HideExplainedTracebacks(logging.Filter):
@@ -71,6 +89,14 @@ def quiet_component_failures() -> None:
             logger.addFilter(HideExplainedTracebacks())
 
 
+def read_result(spec: JobSpec, result_lines: list[str]) -> StepResult | None:
+    """The job's typed result (the last line wins); UnreadableRecord naming the step when it cannot be read."""
+    try:
+        return parse_result(result_lines)
+    except UnreadableRecord as e:
+        raise UnreadableRecord(f"{spec.component} step '{spec.name}': {e}") from None
+
+
 class Launcher(Protocol):
     def run(self, spec: JobSpec, log: LogFn) -> JobResult:
         """Run the job to completion; raise ComponentFailed on failure."""
@@ -80,17 +106,19 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class OutputRelay:
-    """A component's output, line by line: its result lines kept, its progress drawn, its one-line
-    error sent to `error` (default: logged), every other line logged.
+    """A component's output, line by line: its result lines kept, its progress drawn, its error record
+    kept and its one line sent to `error` (default: logged), every other line logged.
 
     Every launcher feeds its job's lines through one of these, so they all treat output the same way.
+    Relays of one job (a Job's pods) may share a tail and a list of error records.
     """
 
     def __init__(self, renderer: ProgressRenderer, tail: deque | None = None, error: LogFn | None = None,
-                 log: LogFn | None = None):
+                 log: LogFn | None = None, errors: list[ErrorRecord] | None = None):
         self.renderer = renderer
         self.tail: deque[str] = tail if tail is not None else deque(maxlen=TAIL_LINES)
         self.results: list[str] = []  # LITOPS_RESULT lines, kept whole
+        self.errors: list[ErrorRecord] = errors if errors is not None else []
         self.error = error
         self.write = log or renderer.log
 
@@ -103,14 +131,30 @@ class OutputRelay:
         elif line.startswith(progress.PREFIX.strip()):
             if (event := progress.parse(line)) is not None:  # a torn line is dropped, never logged
                 self.renderer.show(event)
+        elif line.startswith(ERROR_PREFIX.strip()):
+            self.report(line)
         else:
             self.log(line)
+
+    def report(self, line: str) -> None:
+        """Keep the component's error record; its one line goes to `error` (a record this side cannot read: logged)."""
+        try:
+            record = ErrorRecord.parse_line(line)
+        except UnreadableRecord:
+            self.log(line)
+            return
+        self.errors.append(record)
+        self.tail.append(record.line())
+        self.renderer.log_around(record.line(), self.error or self.write)
 
     def log(self, line: str) -> None:
         """Log a line of the job (kept in the tail for a failure report) around the live bar."""
         self.tail.append(line)
-        to_error = self.error is not None and is_error_line(line)
-        self.renderer.log_around(line, self.error if to_error else self.write)
+        self.renderer.log_around(line, self.write)
+
+    @property
+    def last_error(self) -> ErrorRecord | None:
+        return self.errors[-1] if self.errors else None
 
     def close(self) -> None:
         self.renderer.close()
@@ -152,7 +196,8 @@ class LocalProcessLauncher:
     def run(self, spec: JobSpec, log: LogFn, diagnostics: LogFn | None = None) -> JobResult:
         """`diagnostics`, when given, gets the job's one-line error and its progress lines in a log
         (a CLI keeps them off stdout, which carries results); otherwise `log` gets every line."""
-        env = {**os.environ, **self.extra_env, **spec.env, "PYTHONUNBUFFERED": "1", progress.MODE_ENV: "lines"}
+        env = {**os.environ, **self.extra_env, **spec.env, "PYTHONUNBUFFERED": "1", progress.MODE_ENV: "lines",
+               ERRORS_ENV: "records"}
         relay = OutputRelay(ProgressRenderer(diagnostics or log), error=diagnostics, log=log)
         proc, chunks = self._start(spec, env)
         try:
@@ -169,10 +214,9 @@ class LocalProcessLauncher:
             raise
         finally:
             relay.close()
-        result = parse_result(relay.results)
         if code != 0:
-            raise ComponentFailed(spec, code, list(relay.tail))
-        return JobResult(code, result, list(relay.tail))
+            raise ComponentFailed(spec, code, list(relay.tail), error=relay.last_error)
+        return JobResult(code, read_result(spec, relay.results), list(relay.tail))
 
     def _start(self, spec: JobSpec, env: dict[str, str]):
         if self.warm:

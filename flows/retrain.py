@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from litops.core import faults
 from litops.core.config import LitopsConfig, config_hash, validate
+from litops.core.step_results import EvaluateResult, LookupResult
 from litops.core.workspace import Workspace, artifact_location, tracking_uri
 from litops.flows import announce, steps
 from litops.flows.config import write_config
@@ -107,14 +108,14 @@ def _retrain_locked(ctx: RunContext) -> dict[str, Any]:
     logger = get_run_logger()
     with ctx.timer.step("version data"):
         data = steps.version_data(ctx.launcher, ctx.cfg_path)
-    ctx.dataset_dir, ctx.data_version = data["dataset_dir"], data["data_version"]
+    ctx.dataset_dir, ctx.data_version = data.dataset_dir, data.data_version
     settle_gate_metrics(ctx)
     with ctx.timer.step("lookup"):
         lookup = steps.lookup_registered(ctx.launcher, ctx.cfg_path, ctx.data_version, ctx.chash)
     data_version = {"data_version": ctx.data_version}
-    if (existing := lookup.get("version")) is None:
+    if (existing := lookup.version) is None:
         return data_version | _train_and_gate(ctx, lookup)
-    if lookup.get("decided"):
+    if lookup.decided:
         logger.info(f"up to date: version {existing} of '{ctx.model_name}' was trained on data {ctx.data_version} "
                     f"with config {ctx.chash}; skipping training")
         return data_version | {"status": "up_to_date", "version": existing}
@@ -126,51 +127,51 @@ def settle_gate_metrics(ctx: RunContext) -> None:
     """Before anything trains: the gate's metrics for this data (`auto` resolved; one the evaluation will
     not report fails the run here), written into the run's config for the steps that follow."""
     gate = steps.gate_metrics(ctx.launcher, ctx.cfg_path, ctx.dataset_dir)
-    ctx.cfg.registry.primary_metric, ctx.cfg.registry.guard_metrics = gate["primary"], gate["guards"]
+    ctx.cfg.registry.primary_metric, ctx.cfg.registry.guard_metrics = gate.primary, gate.guards
     write_config(ctx.cfg, ctx.cfg_path)
 
 
-def _train_and_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
+def _train_and_gate(ctx: RunContext, lookup: LookupResult) -> dict[str, Any]:
     tracking = {"uri": tracking_uri(ctx.cfg), "experiment": ctx.cfg.mlflow.experiment,
                 "artifact_location": artifact_location(ctx.cfg)}
     ckpt_dir = ctx.ws.checkpoints / f"{ctx.chash}-{ctx.data_version.split('.')[0][:12]}"
     with ctx.timer.step("train"):
         trained = steps.train_model(ctx.launcher, ctx.cfg_path, ctx.dataset_dir, ckpt_dir, ctx.data_version,
                                     tracking, gpus=0, git_sha=ctx.git_sha)
-    evaluation = _evaluate(ctx, trained["model_path"], trained["run_id"], lookup)
+    evaluation = _evaluate(ctx, trained.model_path, trained.run_id, lookup)
     with ctx.timer.step("register"):
-        registered = steps.register(ctx.launcher, ctx.cfg_path, trained["run_id"], trained["model_path"],
+        registered = steps.register(ctx.launcher, ctx.cfg_path, trained.run_id, trained.model_path,
                                     ctx.data_version, ctx.chash, ctx.git_sha)
-    ctx.version = registered["version"]
-    return _gate(ctx, registered["version"], trained["run_id"], evaluation, lookup)
+    ctx.version = registered.version
+    return _gate(ctx, registered.version, trained.run_id, evaluation, lookup)
 
 
-def _resume_gate(ctx: RunContext, lookup: dict[str, Any]) -> dict[str, Any]:
+def _resume_gate(ctx: RunContext, lookup: LookupResult) -> dict[str, Any]:
     """Evaluate the registered version from the registry (its model file may be gone) and gate it."""
-    version = ctx.version = lookup["version"]
-    evaluation = _evaluate(ctx, lookup["model_uri"], lookup["train_run_id"], lookup)
-    return {**_gate(ctx, version, lookup["train_run_id"], evaluation, lookup), "resumed": True}
+    version = ctx.version = lookup.version
+    evaluation = _evaluate(ctx, lookup.model_uri, lookup.train_run_id, lookup)
+    return {**_gate(ctx, version, lookup.train_run_id, evaluation, lookup), "resumed": True}
 
 
-def _evaluate(ctx: RunContext, challenger_ref: str, run_id: str, lookup: dict[str, Any]) -> dict[str, Any]:
+def _evaluate(ctx: RunContext, challenger_ref: str, run_id: str, lookup: LookupResult) -> EvaluateResult:
     models = {"challenger": challenger_ref}
-    if lookup.get("champion_version") is not None:  # re-evaluated now, on the same split
-        models["champion"] = lookup["champion_uri"]
+    if lookup.champion_version is not None:  # re-evaluated now, on the same split
+        models["champion"] = lookup.champion_uri
     with ctx.timer.step("evaluate"):
         return steps.evaluate(ctx.launcher, ctx.cfg_path, ctx.dataset_dir, ctx.run_dir / "eval", models,
                               run_id, tracking_uri(ctx.cfg))
 
 
-def _gate(ctx: RunContext, version: int, run_id: str, evaluation: dict[str, Any],
-          lookup: dict[str, Any]) -> dict[str, Any]:
-    metrics = evaluation["metrics"]
+def _gate(ctx: RunContext, version: int, run_id: str, evaluation: EvaluateResult,
+          lookup: LookupResult) -> dict[str, Any]:
+    metrics = evaluation.metrics
     with ctx.timer.step("gate"):
         decision = steps.gate(ctx.launcher, ctx.cfg_path, ctx.run_dir / "gate", version, metrics["challenger"],
-                              metrics.get("champion"), lookup.get("champion_version"))
-    create_markdown_artifact(markdown=decision["markdown"], key=gate_markdown_key(ctx.model_name),
+                              metrics.get("champion"), lookup.champion_version)
+    create_markdown_artifact(markdown=decision.markdown, key=gate_markdown_key(ctx.model_name),
                              description=f"Promotion gate for {ctx.model_name} v{version}")
-    get_run_logger().info(("PROMOTED" if decision["promoted"] else "NOT PROMOTED") + f": {decision['reason']}")
+    get_run_logger().info(("PROMOTED" if decision.promoted else "NOT PROMOTED") + f": {decision.reason}")
     announce.gate_decided(ctx, version, run_id, decision, metrics)
-    return {"status": "promoted" if decision["promoted"] else "rejected", "version": version,
-            "champion_version": decision.get("champion_version"), "run_id": run_id,
-            "metrics": metrics["challenger"], "reason": decision["reason"]}
+    return {"status": "promoted" if decision.promoted else "rejected", "version": version,
+            "champion_version": decision.champion_version, "run_id": run_id,
+            "metrics": metrics["challenger"], "reason": decision.reason}

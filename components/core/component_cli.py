@@ -1,57 +1,46 @@
 """Conventions every component CLI follows, so any launcher can drive any component.
 
-- The last stdout line `LITOPS_RESULT {json}` carries the step's result back to the flow
-  (a local pipe or a Kubernetes pod log: both carry it).
-- A user error (bad config, bad input) prints one line (`error_line`) and exits with a known
-  code; no traceback wall. A launcher merges a component's stdout and stderr into one pipe and
-  tells the error line apart by its form (`is_error_line`).
+- The last stdout line carries the step's typed result back to the flow (`emit_result`,
+  litops.core.step_results; a local pipe or a Kubernetes pod log: both carry it).
+- A user error (bad config, bad input) ends the component with its kind's exit code and one
+  line, or, under a launcher, one error record (litops.core.step_errors); no traceback wall.
 - Libraries log warnings and errors only: MLflow's INFO lines (database migrations, system
   metrics start/stop) would otherwise fill the flow's log.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import sys
-from typing import Any, Callable
+from typing import Callable, NoReturn
 
-RESULT_PREFIX = "LITOPS_RESULT "
-EXIT_BAD_INPUT = 65  # EX_DATAERR: the data was wrong
-EXIT_CONFIG_ERROR = 78  # EX_CONFIG: the config was wrong; a retry cannot help
-_ERROR_LINE = re.compile(r"litops [\w-]+: (config error|error|interrupted)\b")
+from litops.core.step_errors import ERROR_KINDS, EXIT_BAD_INPUT, EXIT_CONFIG_ERROR, ErrorRecord, records_wanted
+from litops.core.step_results import RESULT_PREFIX, StepResult
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CONFIG_ERROR", "RESULT_PREFIX", "UserError", "emit_result", "report_error", "run_main"]
 
 
 class UserError(Exception):
-    """A problem the user can fix; its message is shown as one line."""
+    """A problem the user can fix; its message is shown as one line. `kind` is its step_errors kind."""
 
-    exit_code = EXIT_BAD_INPUT
+    kind = "input"
+
+    @property
+    def exit_code(self) -> int:
+        return ERROR_KINDS[self.kind].exit_code
 
 
-def emit_result(result: dict[str, Any]) -> None:
+def emit_result(result: StepResult) -> None:
     sys.stdout.flush()
-    print(RESULT_PREFIX + json.dumps(result, sort_keys=True), flush=True)
+    print(result.to_line(), flush=True)
 
 
-def parse_result(lines: list[str]) -> dict[str, Any] | None:
-    """The result of a component run, from its output lines (last one wins)."""
-    for line in reversed(lines):
-        line = line.strip()
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    return None
-
-
-def error_line(component: str, kind: str, message: str = "") -> str:
-    """The one line a component's user error prints, e.g. `litops data: error: no such folder`."""
-    return f"litops {component}: {kind}" + (f": {message}" if message else "")
-
-
-def is_error_line(line: str) -> bool:
-    """Whether a line of a component's merged output is its one-line error (a launcher sends it to stderr)."""
-    return _ERROR_LINE.match(line) is not None
+def report_error(record: ErrorRecord) -> NoReturn:
+    """End the component: its error as a record for a launcher, else as one line for a person."""
+    sys.stdout.flush()
+    print(record.to_line() if records_wanted() else record.line(), file=sys.stderr, flush=True)
+    raise SystemExit(record.exit_code) from None
 
 
 def quiet_library_logs() -> None:
@@ -67,7 +56,7 @@ def quiet_library_logs() -> None:
 
 
 def run_main(main: Callable[[list[str] | None], int | None], component: str, argv: list[str] | None = None) -> None:
-    """Run a component's main; turn user errors into one line and a known exit code."""
+    """Run a component's main; turn user errors into one line (or record) and their kind's exit code."""
     from litops.core import faults
     from litops.core.config import ConfigError
 
@@ -76,12 +65,9 @@ def run_main(main: Callable[[list[str] | None], int | None], component: str, arg
         faults.armed()  # a misspelt test fault point fails here, at the start
         code = main(argv)
     except ConfigError as e:
-        print(error_line(component, "config error", str(e)), file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG_ERROR) from None
+        report_error(ErrorRecord(component, "config", str(e)))
     except UserError as e:
-        print(error_line(component, "error", str(e)), file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
+        report_error(ErrorRecord(component, e.kind, str(e)))
     except KeyboardInterrupt:
-        print(error_line(component, "interrupted"), file=sys.stderr)
-        raise SystemExit(130) from None
+        report_error(ErrorRecord(component, "interrupted"))
     raise SystemExit(code or 0)

@@ -25,7 +25,6 @@ from litops.core.component_cli import UserError
 
 DEFAULT_ATTEMPTS = 8  # storage.max_attempts's default: ~35 s of backoff (20 s at most a wait) before a fault persists
 BODY_ATTEMPTS = 3  # s3fs's GETs of a body cut short (a reset mid-download)
-EXIT_UNAVAILABLE = 69  # sysexits' EX_UNAVAILABLE: a later try may work, so the flow retries the step
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 
@@ -64,7 +63,7 @@ class S3Retries:
 class S3Unavailable(UserError):
     """An S3 object still failing after the retries: one line that names it."""
 
-    exit_code = EXIT_UNAVAILABLE
+    kind = "unavailable"  # a later try may work, so the flow retries the step
 
     def __init__(self, message: str):
         super().__init__(_last_line(message, type(self)))

@@ -7,6 +7,9 @@ import sys
 
 from litops.core.component_cli import emit_result
 from litops.core.config import LitopsConfig, read_config_file
+from litops.core.step_results import CheckoutResult, DataVersionResult, IndexResult, StepResult
+
+VERSION_FIELDS = ("name", "data_version", "dataset_dir", "git_sha", "splits", "seconds")
 
 
 def _load_cfg(path: str | None) -> LitopsConfig:
@@ -93,5 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         r = api.pull(cfg, data_version=args.data_version)
     r["command"] = args.command
     print(_summary(r), file=sys.stderr)
-    emit_result(r)
+    emit_result(typed_result(r))
     return 0
+
+
+def typed_result(r: dict) -> StepResult:
+    """A command's report as its step result; a version's command-specific keys go in its details."""
+    command = r.pop("command")
+    if command == "index":
+        return IndexResult.from_fields(r)
+    if command == "checkout":
+        return CheckoutResult.from_fields(r)
+    details = {k: v for k, v in r.items() if k not in (*VERSION_FIELDS, "committed")}
+    return DataVersionResult(command=command, committed=r.get("committed"), details=details,
+                             **{k: r[k] for k in VERSION_FIELDS})

@@ -12,20 +12,21 @@ Each `--model LABEL=REF` is a local model file (checkpoint.load_model) or an MLf
 (`models:/...`, `runs:/...`), whose pyfunc wrapper exposes the LiTModel as `.lit_model`.
 With `--run-id`, the first model's metrics (both splits) and the plots (under `eval/`) are
 logged to that run. Writes <out>/metrics.json and the plots as PNG files, and ends with
-`LITOPS_RESULT {"metrics": {label: {...}}, "splits": {...}, "plots": [...], ...}`.
+its EvaluateResult (`LITOPS_RESULT {"kind": "evaluate", "metrics": {label: {...}}, "plots": [...], ...}`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from litops.core.component_cli import UserError, emit_result
+from litops.core.step_results import EvaluateResult
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # scheme of two letters or more: not a drive letter
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -246,18 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_id:
         log_to_run(uri, args.run_id, results[first], plot_paths)
 
-    result: dict[str, Any] = {
-        "metrics": results,
-        "models": {label: ref for label, ref in models},
-        "splits": {p.name: p.counts() for p in evalset.splits},
-        "suites": {s.name: {"kind": s.kind, **reports[first].suites[s.name].counts} for s in evalset.suites},
-        "plots": [str(p) for p in plot_paths],
-        "artifacts": [f"{ARTIFACT_DIR}/{p.name}" for p in plot_paths] if args.run_id else [],
-        "logged_model": first if args.run_id else None,
-        "run_id": args.run_id,
-        "skipped": notes,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    result = EvaluateResult(
+        metrics=results,
+        models={label: ref for label, ref in models},
+        splits={p.name: p.counts() for p in evalset.splits},
+        suites={s.name: {"kind": s.kind, **reports[first].suites[s.name].counts} for s in evalset.suites},
+        plots=[str(p) for p in plot_paths],
+        artifacts=[f"{ARTIFACT_DIR}/{p.name}" for p in plot_paths] if args.run_id else [],
+        logged_model=first if args.run_id else None,
+        run_id=args.run_id,
+        skipped=notes,
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    (out / "metrics.json").write_text(json.dumps(dataclasses.asdict(result), indent=2, sort_keys=True) + "\n",
+                                      encoding="utf-8")
     emit_result(result)
     return 0

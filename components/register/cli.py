@@ -1,6 +1,6 @@
 """`python -m litops.register`: register, gate, promote, roll back and list LiT models in MLflow.
 
-Every subcommand ends with a `LITOPS_RESULT {json}` line. An unreachable tracking store is
+Every subcommand ends with its typed result (litops.core.step_results) as a `LITOPS_RESULT {json}` line. An unreachable tracking store is
 reported in one line naming its URI.
 """
 
@@ -15,8 +15,12 @@ from typing import Any
 
 from litops.core.component_cli import UserError, emit_result
 from litops.core.config import LitopsConfig, read_config_file
+from litops.core.step_results import (ChampionResult, GateDecision, GateMetricsResult, LookupResult, ModelsResult,
+                                      PromoteResult, RegisterResult, RollbackResult)
 
 SUBCOMMANDS = ("gate-metrics", "lookup", "log", "gate", "champion", "promote", "rollback", "models")
+RESULT_TYPES = {"lookup": LookupResult, "log": RegisterResult, "gate": GateDecision, "champion": ChampionResult,
+                "promote": PromoteResult, "rollback": RollbackResult, "models": ModelsResult}
 
 
 class StoreError(UserError):
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config)
     if args.command == "gate-metrics":  # before any MLflow import: it runs before training, in a second
-        emit_result(gate_metrics_for(cfg, args.dataset_dir))
+        emit_result(GateMetricsResult.from_fields(gate_metrics_for(cfg, args.dataset_dir)))
         return 0
     uri = tracking_uri_for(args, cfg)
     client = connect(uri)
@@ -225,12 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     from litops.register.registry import RegistryError
 
     try:
-        result = run_command(args, cfg, client)
+        result = RESULT_TYPES[args.command].from_fields(run_command(args, cfg, client))
     except (RegistryError, GateError) as e:
         raise UserError(str(e)) from None
     except MlflowException as e:
         raise UserError(f"MLflow request to {uri} failed: {_first_line(e)}") from None
-    if args.command == "gate" and result.get("markdown"):
-        print(result["markdown"])
+    if isinstance(result, GateDecision) and result.markdown:
+        print(result.markdown)
     emit_result(result)
     return 0

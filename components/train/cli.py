@@ -9,6 +9,7 @@ from pathlib import Path
 from litops.core.component_cli import emit_result
 from litops.core.config import LitopsConfig, config_hash, read_config_file, to_dict
 from litops.core.shard_index import is_s3
+from litops.core.step_results import TrainResult
 from litops.core.storage import dvc_remote
 from litops.core.workspace import Workspace, resolve_home
 from litops.train.logger import FanOutLogger, JsonlLogger, MetricLogger, flatten
@@ -104,5 +105,5 @@ def main(argv: list[str] | None = None) -> int:
     logger.close("FINISHED")
     if not main_rank:
         return 0
-    emit_result({**result.as_dict(), "run_id": run_id, "config_hash": config_hash(cfg)})
+    emit_result(TrainResult(**result.as_dict(), run_id=run_id, config_hash=config_hash(cfg)))
     return 0

@@ -20,6 +20,8 @@ from litops.core.component_cli import UserError
 class TrainingDiverged(UserError):
     """Deterministic given the checkpoint, data and config: a retry diverges the same way."""
 
+    kind = "diverged"
+
 
 class DivergenceWatch:
     def __init__(self, device: torch.device, every_step: bool | None = None):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from litops.core.component_cli import EXIT_BAD_INPUT, UserError, parse_result
+from litops.core.component_cli import EXIT_BAD_INPUT, UserError
+from litops.core.step_results import CheckoutResult, parse_result
 from litops.core.workspace import Workspace
 from litops.data import DataRepo, synthesize
 from litops.data.api import checkout
@@ -116,8 +117,8 @@ def test_cli_prints_where_the_checkout_is_and_fails_in_one_line(ws, two_versions
                         text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr
     r = parse_result(ok.stdout.splitlines())
-    assert r["command"] == "checkout" and tree_digest(r["dataset_dir"]) == files_v1
-    assert ok.stderr.strip().splitlines() == [f"checked out {v1} into {r['dataset_dir']}"]
+    assert isinstance(r, CheckoutResult) and tree_digest(r.dataset_dir) == files_v1
+    assert ok.stderr.strip().splitlines() == [f"checked out {v1} into {r.dataset_dir}"]
 
     bad = subprocess.run([sys.executable, "-m", "litops.data", "checkout", "--version", "lit-embedded/x"],
                          capture_output=True, text=True, env=env, timeout=120)

@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-from litops.core.component_cli import EXIT_BAD_INPUT, EXIT_CONFIG_ERROR, RESULT_PREFIX, parse_result
+from litops.core.component_cli import EXIT_BAD_INPUT, EXIT_CONFIG_ERROR, RESULT_PREFIX
+from litops.core.step_results import parse_result
 from litops.core.config import to_dict
 
 from data_helpers import small_cfg
@@ -26,10 +27,10 @@ def test_cli_synth_add_version(tmp_path):
     lines = p.stdout.strip().splitlines()
     assert lines[-1].startswith(RESULT_PREFIX)
     r = parse_result(lines)
-    assert r["command"] == "synth" and r["generated"] and r["committed"]
-    assert r["data_version"].endswith(".dir") and len(r["data_version"]) == 36
-    assert r["dataset_dir"] == str(home / "data" / "datasets" / "embedded")
-    assert r["splits"] == {"train": 48, "val": 12, "test": 24}
+    assert r.command == "synth" and r.details["generated"] and r.committed
+    assert r.data_version.endswith(".dir") and len(r.data_version) == 36
+    assert r.dataset_dir == str(home / "data" / "datasets" / "embedded")
+    assert r.splits == {"train": 48, "val": 12, "test": 24}
     assert not (tmp_path / "ignored").exists()
 
     # bad input: a folder with one bad pair of two -> one-line error, exit 65
@@ -48,7 +49,7 @@ def test_cli_synth_add_version(tmp_path):
     p = _run(["version", "--config", str(cfg_path)], home, tmp_path)
     assert p.returncode == 0, p.stderr
     r2 = parse_result(p.stdout.splitlines())
-    assert r2["data_version"] == r["data_version"] and r2["committed"] is False and r2["generated"] is False
+    assert r2.data_version == r.data_version and r2.committed is False and r2.details["generated"] is False
 
 
 def test_cli_config_error_exit_code(tmp_path):

@@ -24,7 +24,8 @@ import pytest
 import torch
 from PIL import Image
 
-from litops.core.component_cli import EXIT_BAD_INPUT, parse_result, run_main
+from litops.core.component_cli import EXIT_BAD_INPUT, run_main
+from litops.core.step_results import parse_result
 from litops.core.config import LitopsConfig, ModelConfig, to_dict
 from litops.evaluate import evaluate as E
 from litops.evaluate.cli import main as cli_main
@@ -298,23 +299,23 @@ def test_cli_end_to_end_with_mlflow(dataset, store, tmp_path, capsys):
     assert code == 0, err
     result = parse_result(stdout.splitlines())
     assert result is not None
-    ch, cp = result["metrics"]["challenger"], result["metrics"]["champion"]
+    ch, cp = result.metrics["challenger"], result.metrics["champion"]
     for name in ("zeroshot_top1", "zeroshot_colour_top5", "zeroshot_shape_top1_heldout", "retrieval_i2t_r1",
                  "retrieval_t2i_r10_heldout", "retrieval_mean_r1", "compositional_acc",
                  "compositional_acc_binding", "compositional_acc_heldout"):
         assert 0.0 <= ch[name] <= 1.0
     assert cp == pytest.approx(ch)
-    assert result["splits"]["val"]["samples"] == 50 and result["splits"]["test"]["samples"] == 16
-    assert json.loads((out / "metrics.json").read_text())["metrics"] == result["metrics"]
+    assert result.splits["val"]["samples"] == 50 and result.splits["test"]["samples"] == 16
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == result.metrics
 
     logged = client.get_run(run_id).data.metrics
     assert set(logged) == set(ch) | {"train/loss"}
     assert all(logged[k] == pytest.approx(v) for k, v in ch.items())
     names = {f.path for f in client.list_artifacts(run_id, "eval")}
     assert names == {"eval/loss_curve.png", "eval/zeroshot_confusion.png", "eval/recall_at_k.png"}
-    assert result["artifacts"] == sorted(result["artifacts"], key=["eval/loss_curve.png", "eval/zeroshot_confusion.png",
+    assert result.artifacts == sorted(result.artifacts, key=["eval/loss_curve.png", "eval/zeroshot_confusion.png",
                                                                    "eval/recall_at_k.png"].index)
-    for p in result["plots"]:
+    for p in result.plots:
         assert Path(p).is_file() and Path(p).parent == out and Path(p).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -20,7 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from litops.core.component_cli import EXIT_BAD_INPUT, UserError, parse_result, run_main
+from litops.core.component_cli import EXIT_BAD_INPUT, UserError, run_main
+from litops.core.step_results import parse_result
 from litops.core.config import ConfigError, LitopsConfig, SuiteConfig, to_dict, validate
 from litops.evaluate import evaluate as E
 from litops.evaluate.cli import main as cli_main
@@ -366,13 +367,13 @@ def test_component_cli_writes_suite_metrics_and_plots(tmp_path, capsys):
     stdout, err = capsys.readouterr()
     assert exc.value.code == 0, err
     result = parse_result(stdout.splitlines())
-    metrics = result["metrics"]["m"]
+    metrics = result.metrics["m"]
     assert {k.split("/")[0] for k in metrics} == {"colours", "probe"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
-    assert result["metrics"]["again"] == pytest.approx(metrics)  # every model gets the suites, a champion too
-    assert sorted(Path(p).name for p in result["plots"]) == ["colours_confusion.png", "probe_compositional.png"]
-    assert result["suites"]["colours"] == {"kind": "zeroshot", "images": 30, "unreadable": 0, "classes": 5}
-    assert json.loads((out / "metrics.json").read_text())["metrics"] == result["metrics"]
+    assert result.metrics["again"] == pytest.approx(metrics)  # every model gets the suites, a champion too
+    assert sorted(Path(p).name for p in result.plots) == ["colours_confusion.png", "probe_compositional.png"]
+    assert result.suites["colours"] == {"kind": "zeroshot", "images": 30, "unreadable": 0, "classes": 5}
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == result.metrics
 
     with pytest.raises(SystemExit) as exc:
         run_main(cli_main, "evaluate", ["--config", str(cfg_path), "--out", str(out), "--model", f"m={model}",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from litops.core.component_cli import EXIT_BAD_INPUT, error_line, is_error_line
+from litops.core.component_cli import EXIT_BAD_INPUT
+from litops.core.step_errors import ErrorRecord
 from litops.flows.cli import build_parser
 from litops.flows.launcher import OutputRelay
 from litops.flows.progress import ProgressRenderer
@@ -77,14 +78,16 @@ def test_models_json_is_a_document_and_a_component_error_goes_to_stderr(tmp_path
     assert len(errors) == 1 and errors[0].startswith("litops register: error:"), promoted.stderr
 
 
-def test_the_relay_sends_a_components_error_line_to_its_error_stream():
+def test_the_relay_sends_a_components_error_record_to_its_error_stream_as_one_line():
     out, err = [], []
     relay = OutputRelay(ProgressRenderer(err.append, live=False), error=err.append, log=out.append)
-    for line in ("loading", error_line("register", "error", "no version 9"), "litops says hello: error"):
+    record = ErrorRecord("register", "input", "no version 9")
+    for line in ("loading", record.to_line(), "litops register: error: a line of the log"):
         relay.feed(line.encode())
-    assert out == ["loading", "litops says hello: error"]
-    assert err == ["litops register: error: no version 9"]
-    assert is_error_line(error_line("data", "config error", "bad key")) and is_error_line(error_line("x", "interrupted"))
+    assert out == ["loading", "litops register: error: a line of the log"]
+    assert err == ["litops register: error: no version 9"] and relay.errors == [record]
+    assert ErrorRecord("data", "config", "bad key").line() == "litops data: config error: bad key"
+    assert ErrorRecord("x", "interrupted").line() == "litops x: interrupted"
 
 
 @pytest.mark.parametrize("repeat_last", [1, 3])

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from litops.core.step_errors import ErrorRecord
+from litops.core.step_results import ChampionResult, UnreadableRecord
 from litops.flows.launcher import ComponentFailed, JobSpec, LocalProcessLauncher
 
 
@@ -22,12 +24,13 @@ class ScriptLauncher(LocalProcessLauncher):
 
 
 def test_streams_lines_and_returns_result():
-    script = ("import sys, json\n"
+    script = ("import sys\n"
+              "from litops.core.step_results import ChampionResult\n"
               "print('hello'); sys.stderr.write('progress 1\\rprogress 2\\r'); sys.stderr.flush()\n"
-              "print('LITOPS_RESULT ' + json.dumps({'answer': int(sys.argv[1])}))\n")
+              "print(ChampionResult(version=int(sys.argv[1]), model_uri=None).to_line())\n")
     seen: list[str] = []
     job = ScriptLauncher(script).run(JobSpec("t", "data", ["42"]), log=seen.append)
-    assert job.exit_code == 0 and job.result == {"answer": 42}
+    assert job.exit_code == 0 and job.result == ChampionResult(version=42, model_uri=None)
     assert "hello" in seen and "progress 1" in seen and "progress 2" in seen  # \r updates become lines
     assert not any(line.startswith("LITOPS_RESULT") for line in seen)
 
@@ -39,6 +42,34 @@ def test_nonzero_exit_raises_with_last_lines():
     assert err.value.exit_code == 3
     assert err.value.tail[-1] == "line 99"
     assert "train step 'boom' failed with exit code 3" in str(err.value) and "line 99" in str(err.value)
+
+
+def test_an_error_record_becomes_the_failures_kind_and_its_one_line():
+    """A component's error record, not the look of a line, tells the launcher what went wrong."""
+    script = ("import os\n"
+              "from litops.core.component_cli import run_main, UserError\n"
+              "assert os.environ['LITOPS_ERRORS'] == 'records'\n"
+              "def main(argv):\n"
+              "    print('litops data: error: a line that only looks like an error')\n"
+              "    raise UserError('no such folder: /x')\n"
+              "run_main(main, 'data')\n")
+    out, err = [], []
+    with pytest.raises(ComponentFailed) as failed:
+        ScriptLauncher(script).run(JobSpec("bad", "data"), log=out.append, diagnostics=err.append)
+    assert failed.value.error == ErrorRecord("data", "input", "no such folder: /x")
+    assert failed.value.exit_code == 65 and failed.value.kind == "input" and not failed.value.retried
+    assert err == ["litops data: error: no such folder: /x"]
+    assert out == ["litops data: error: a line that only looks like an error"]
+    assert failed.value.tail[-1] == "litops data: error: no such folder: /x"
+
+
+def test_a_crash_is_retried_and_an_unreadable_result_names_its_step():
+    with pytest.raises(ComponentFailed) as crashed:
+        ScriptLauncher("raise SystemExit(1)").run(JobSpec("boom", "train"), log=lambda _: None)
+    assert crashed.value.error is None and crashed.value.kind is None and crashed.value.retried
+    script = "print('LITOPS_RESULT {\"kind\": \"champion\", \"schema\": 7, \"version\": 1, \"model_uri\": null}')"
+    with pytest.raises(UnreadableRecord, match="data step 'old': a 'champion' result of schema 7"):
+        ScriptLauncher(script).run(JobSpec("old", "data"), log=lambda _: None)
 
 
 def test_interrupt_stops_the_child(tmp_path):
@@ -67,7 +98,7 @@ def test_warm_start_runs_a_real_component_in_its_own_process(tmp_path):
     job = launcher.run(JobSpec("lookup", "register", ["lookup", "--data-version", "d", "--config-hash", "h",
                                                       "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]), log=seen.append)
     assert job.exit_code == 0
-    assert job.result["version"] is None and job.result["champion_version"] is None
+    assert job.result.version is None and job.result.champion_version is None
 
     with pytest.raises(ComponentFailed) as err:
         launcher.run(JobSpec("train", "train", ["--dataset-dir", str(tmp_path / "missing"), "--checkpoint-dir",
@@ -113,9 +144,9 @@ def test_light_steps_do_not_wait_for_the_step_server(tmp_path, monkeypatch):
     monkeypatch.setattr(process_start.StepServer, "start", lambda *a, **k: started.append("fork") or real_start(*a, **k))
 
     monkeypatch.setattr(process_start.StepServer, "ready", lambda self: False)
-    assert launcher.run(spec, log=lambda _: None).result["version"] is None
+    assert launcher.run(spec, log=lambda _: None).result.version is None
     monkeypatch.setattr(process_start.StepServer, "ready", lambda self: True)
-    assert launcher.run(spec, log=lambda _: None).result["version"] is None
+    assert launcher.run(spec, log=lambda _: None).result.version is None
     assert started == ["exec", "fork"]
 
 

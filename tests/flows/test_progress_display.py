@@ -10,6 +10,7 @@ import pytest
 
 from litops.core import progress
 from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfig, to_dict
+from litops.core.step_results import ChampionResult
 from litops.flows import launcher as launcher_module
 from litops.flows.launcher import JobSpec, LocalProcessLauncher
 from litops.flows.progress import ProgressRenderer
@@ -93,10 +94,11 @@ def test_launcher_draws_progress_lines_and_never_logs_them(recorded):
               "    for _ in range(200):\n"
               "        time.sleep(0.005); bar.update(1)\n"
               "sys.stderr.write('LITOPS_PROGRESS {\"task\": \"de\\n'); sys.stderr.flush()\n"  # torn
-              "print('LITOPS_RESULT {\"ok\": true}')\n")
+              "from litops.core.step_results import ChampionResult\n"
+              "print(ChampionResult(version=1, model_uri=None).to_line())\n")
     seen: list[str] = []
     job = ScriptLauncher(script).run(JobSpec("t", "data"), log=seen.append)
-    assert job.result == {"ok": True}
+    assert job.result == ChampionResult(version=1, model_uri=None)
     assert not any("LITOPS_PROGRESS" in line for line in seen + job.log_tail)
     assert recorded[0]["done"] == 0 and recorded[-1]["done"] == 200 and len(recorded) >= 2
     drawn = [line for line in seen if line.startswith("demo:")]
@@ -126,7 +128,7 @@ def test_train_and_evaluate_report_progress_and_no_mlflow_chatter(tiny_dataset, 
                            log=seen.append).result
     launcher.run(JobSpec("evaluate", "evaluate", ["--config", cfg, "--dataset-dir", str(tiny_dataset), "--out",
                                                   str(tmp_path / "eval"), "--tracking-uri", uri, "--run-id",
-                                                  trained["run_id"], "--model", f"challenger={trained['model_path']}"]),
+                                                  trained.run_id, "--model", f"challenger={trained.model_path}"]),
                  log=seen.append)
 
     train_events = [e for e in recorded if e["task"] == "train"]

@@ -15,12 +15,19 @@ import threading
 import pytest
 
 from litops.core.config import LitopsConfig
+from litops.core.step_errors import ErrorRecord
+from litops.core.step_results import TrainResult, UnreadableRecord
 from litops.flows.k8s_launcher import KubernetesJobLauncher
 from litops.flows.launcher import ComponentFailed, JobSpec, make_launcher
 
 from fake_apiserver import FakeKube, Scripted
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def trained(steps: int, resumed_from: int | None = None) -> TrainResult:
+    return TrainResult(model_path="/var/lib/litops/checkpoints/x/model.pt", steps=steps, resumed_from=resumed_from,
+                       final_loss=1.2, samples_per_s=100.0, run_id=None, config_hash="c0ffee")
 
 
 def launcher_for(kube: FakeKube, **k8s) -> KubernetesJobLauncher:
@@ -39,12 +46,12 @@ def paths(kube: FakeKube, method: str) -> list[str]:
 
 
 def test_create_status_logs_success():
-    result_line = 'LITOPS_RESULT {"model_path": "/var/lib/litops/checkpoints/x/model.pt", "steps": 3}'
+    result_line = trained(3).to_line()
     with FakeKube([Scripted(["loading data", "step 1 loss 2.0", "step 2 loss 1.5", "step 3 loss 1.2", result_line])]) as kube:
         logged: list[str] = []
         job = launcher_for(kube).run(JobSpec("train-abc", "train", ["--config", "/x/config.json"]), logged.append)
     assert job.exit_code == 0
-    assert job.result == {"model_path": "/var/lib/litops/checkpoints/x/model.pt", "steps": 3}
+    assert job.result == trained(3)
     # every log line streamed into the flow's logger in order; the result line is not shown
     body = [l for l in logged if l.startswith(("loading", "step"))]
     assert body == ["loading data", "step 1 loss 2.0", "step 2 loss 1.5", "step 3 loss 1.2"]
@@ -84,16 +91,35 @@ def test_config_error_fails_the_job_at_once():
     assert err.value.exit_code == 78
     assert "PodFailurePolicy" in str(err.value) and "train.steps" in str(err.value)
     assert list(kube.attempts.values()) == [1]
+    assert err.value.error is None and err.value.kind == "config" and not err.value.retried  # judged by its exit code
+
+
+def test_a_pods_error_record_reaches_the_flow_as_its_one_line():
+    record = ErrorRecord("train", "config", "config key 'train.steps' must be >= 0")
+    with FakeKube([Scripted(["loading", record.to_line()], exit_code=record.exit_code)]) as kube:
+        logged: list[str] = []
+        with pytest.raises(ComponentFailed) as err:
+            launcher_for(kube, backoff_limit=5).run(JobSpec("train-x", "train"), logged.append)
+    assert err.value.error == record and not err.value.retried
+    assert "litops train: config error: config key 'train.steps' must be >= 0" in logged
+    assert not any("LITOPS_ERROR" in line for line in logged + err.value.tail)
+
+
+def test_a_result_of_an_unknown_kind_is_refused_naming_the_step():
+    line = trained(3).to_line().replace('"kind": "train"', '"kind": "train-v9"')
+    with FakeKube([Scripted([line])]) as kube:
+        with pytest.raises(UnreadableRecord, match=r"train step 'train-u': unknown result kind 'train-v9'"):
+            launcher_for(kube).run(JobSpec("train-u", "train"), lambda _l: None)
 
 
 def test_preempted_pod_is_replaced_without_counting_a_failure():
     first = Scripted(["resuming: none", "step 10 checkpoint saved"], preempt=True)
     second = Scripted(["resuming from step-00000010.pt (step 10/20)", "step 20 checkpoint saved",
-                       'LITOPS_RESULT {"resumed_from": 10, "steps": 20}'])
+                       trained(20, resumed_from=10).to_line()])
     with FakeKube([first, second]) as kube:
         logged: list[str] = []
         job = launcher_for(kube, backoff_limit=0).run(JobSpec("train-p", "train"), logged.append)
-    assert job.result == {"resumed_from": 10, "steps": 20}  # backoffLimit 0, yet it completed: Ignore rule
+    assert job.result == trained(20, resumed_from=10)  # backoffLimit 0, yet it completed: Ignore rule
     assert any("was disrupted (PreemptionByScheduler" in l for l in logged)
     assert sum(l.startswith("--- pod ") for l in logged) == 2  # both pods' logs were streamed
     assert logged.index("step 10 checkpoint saved") < logged.index("resuming from step-00000010.pt (step 10/20)")
@@ -127,11 +153,11 @@ def test_cancellation_deletes_the_job_with_foreground_propagation():
 
 def test_multinode_submits_service_and_indexed_job():
     cfg_nodes = dict(backoff_limit=1)
-    with FakeKube([Scripted(['LITOPS_RESULT {"ok": true}'])]) as kube:
+    with FakeKube([Scripted([trained(1).to_line()])]) as kube:
         launcher = launcher_for(kube, **cfg_nodes)
         launcher.cfg.train.nodes = 2
         job = launcher.run(JobSpec("train-m", "train"), lambda _l: None)
-    assert job.result == {"ok": True}
+    assert job.result == trained(1)
     posts = [r for r in kube.requests if r["method"] == "POST"]
     assert [p["path"] for p in posts] == ["/api/v1/namespaces/litops/services", "/apis/batch/v1/namespaces/litops/jobs"]
     assert posts[1]["body"]["spec"]["completionMode"] == "Indexed"

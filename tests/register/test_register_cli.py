@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from litops.core.component_cli import parse_result, run_main
+from litops.core.component_cli import run_main
+from litops.core.step_results import ChampionResult, LookupResult, parse_result
 from litops.register.cli import main
 
 
@@ -21,12 +22,12 @@ def _run_in_process(argv, capsys):
 def test_cli_in_process_lookup_champion_gate(store, tmp_path, capsys):
     code, out, _ = _run_in_process(["lookup", "--tracking-uri", store.uri, "--data-version", "x",
                                     "--config-hash", "y", "--model-name", "cli-none"], capsys)
-    assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None, "state": None, "decided": None,
-                                                            "train_run_id": None, "champion_version": None,
-                                                            "champion_uri": None}
+    assert code == 0 and parse_result(out.splitlines()) == LookupResult(version=None, model_uri=None, state=None,
+                                                                        decided=None, train_run_id=None,
+                                                                        champion_version=None, champion_uri=None)
 
     code, out, _ = _run_in_process(["champion", "--tracking-uri", store.uri, "--model-name", "cli-none"], capsys)
-    assert code == 0 and parse_result(out.splitlines()) == {"version": None, "model_uri": None}
+    assert code == 0 and parse_result(out.splitlines()) == ChampionResult(version=None, model_uri=None)
 
     name = "cli-gate"
     (v1,) = store.fake_versions(name, 1)
@@ -36,10 +37,10 @@ def test_cli_in_process_lookup_champion_gate(store, tmp_path, capsys):
     code, out, _ = _run_in_process(["gate", "--tracking-uri", store.uri, "--model-name", name, "--version", str(v1),
                                     "--challenger-metrics", str(metrics)], capsys)
     res = parse_result(out.splitlines())
-    assert code == 0 and res["promoted"] and res["champion_version"] == v1 and "| zeroshot_top1 |" in res["markdown"]
+    assert code == 0 and res.promoted and res.champion_version == v1 and "| zeroshot_top1 |" in res.markdown
 
     code, out, _ = _run_in_process(["champion", "--tracking-uri", store.uri, "--model-name", name], capsys)
-    assert parse_result(out.splitlines()) == {"version": v1, "model_uri": f"models:/{name}@champion"}
+    assert parse_result(out.splitlines()) == ChampionResult(version=v1, model_uri=f"models:/{name}@champion")
 
     code, _, err = _run_in_process(["rollback", "--tracking-uri", store.uri, "--model-name", name], capsys)
     assert code != 0 and err.strip().count("\n") == 0 and "no previous champion" in err
@@ -68,8 +69,9 @@ def test_cli_models_and_lookup_in_subprocesses(store):
         out[name] = (stdout, parse_result(stdout.splitlines()))
     stdout, models = out["models"]
     assert "v1" in stdout and "data_version" in stdout  # the table
-    assert models["model_name"] == "lit-embedded"
-    assert [r["version"] for r in models["rows"]] == [1]
-    assert models["rows"][0]["data_version"] == "0123456789abcdef.dir"
-    assert {k: out["lookup"][1][k] for k in ("version", "model_uri")} == {"version": 1, "model_uri": "models:/lit-embedded/1"}
-    assert "champion_version" in out["lookup"][1] and out["lookup"][1]["train_run_id"] == store.run_id
+    assert models.model_name == "lit-embedded"
+    assert [r["version"] for r in models.rows] == [1]
+    assert models.rows[0]["data_version"] == "0123456789abcdef.dir"
+    lookup = out["lookup"][1]
+    assert (lookup.version, lookup.model_uri) == (1, "models:/lit-embedded/1")
+    assert isinstance(lookup, LookupResult) and lookup.train_run_id == store.run_id

@@ -42,7 +42,7 @@ def test_a_kubernetes_job_trains_on_a_dataset_that_stays_in_the_bucket(flat_buck
     with FakeKube(lambda n: pod) as kube:
         cfg.kubernetes.api_host = kube.url
         job = KubernetesJobLauncher(cfg).run(spec, logged.append)
-    assert job.result["steps"] == 4, "\n".join(logged)[-3000:]
+    assert job.result.steps == 4, "\n".join(logged)[-3000:]
     cached = sorted(p.name for p in (tmp_path / "pods").rglob("volumes/shard-cache/shards/*"))
     assert any(name.endswith("00000.tar") for name in cached) and any(name.endswith("00001.tar") for name in cached), \
         f"the shards came through the pod's node cache: {cached}"

@@ -45,7 +45,7 @@ def test_preempted_training_pod_resumes_from_s3_and_no_secret_leaks(tmp_path, s3
     assert len(pod_logs) == 2, text[-3000:]
     assert "was disrupted (PreemptionByScheduler" in text
     assert "fetched step-00000002.pt" in text and "resuming from step-00000002.pt (step 2/6)" in text
-    assert job.result["resumed_from"] == 2 and job.result["steps"] == 6
+    assert job.result.resumed_from == 2 and job.result.steps == 6
 
     # --- credentials: only from the Secret, never in a manifest, a log or an MLflow param
     assert SECRET_KEY not in str(manifest) and ACCESS_KEY not in str(manifest)

@@ -214,7 +214,7 @@ def test_flow_trains_and_evaluates_straight_from_the_bucket(harness, bucket, s3_
 
 
 def test_cli_in_place_flag(flat_bucket, s3_env, tmp_path, capsys):
-    from litops.core.component_cli import parse_result
+    from litops.core.step_results import parse_result
     from litops.core.config import to_dict
     from litops.data.cli import main
     from litops.flows.cli import parse
@@ -225,7 +225,7 @@ def test_cli_in_place_flag(flat_bucket, s3_env, tmp_path, capsys):
     cfg.write_text(json.dumps(to_dict(config(tmp_path / "home", "laion"))))
     assert main(["add", f"s3://{flat_bucket}/laion", "--in-place", "--config", str(cfg)]) == 0
     result = parse_result(capsys.readouterr().out.splitlines())
-    assert result["in_place"] == f"s3://{flat_bucket}/laion" and result["excluded"] == 2 and result["committed"]
+    assert result.details["in_place"] == f"s3://{flat_bucket}/laion" and result.details["excluded"] == 2 and result.committed
 
 
 def test_plain_add_into_an_in_place_dataset_is_refused(flat_bucket, s3_env, tmp_path):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from litops.core.component_cli import parse_result
+from litops.core.step_results import parse_result
 from s3_helpers import SECRET_KEY, tiny_config
 from tests.train.test_exact_resume import sharded_dataset
 
@@ -39,7 +39,7 @@ def test_twenty_steps_streamed_from_s3_through_a_bounded_cache(tmp_path, s3_env,
                          capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     result = parse_result(out.stdout.splitlines())
-    assert result["steps"] == 20 and result["final_loss"] == result["final_loss"]  # trained, loss not NaN
+    assert result.steps == 20 and result.final_loss == result.final_loss  # trained, loss not NaN
     cached = list((tmp_path / "node-cache").rglob("*.tar"))
     assert cached and not [p for p in tmp_path.rglob("*.tar") if p not in cached], "a shard outside the cache"
     assert sum(p.stat().st_size for p in cached) <= 2 * largest  # the bound, plus the shard just fetched

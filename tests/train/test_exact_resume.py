@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from litops.core.component_cli import parse_result
+from litops.core.step_results import parse_result
 from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfig, to_dict
 from tests.conftest import COLOURS, SHAPES, _draw, write_shard
 
@@ -69,7 +69,7 @@ def test_three_sigkills_at_random_steps_then_resume_give_bit_identical_weights(t
         assert f"SIGKILL at after_step_{step}" in out.stderr
     last = run_train(cfg, data, ckpt)
     assert last.returncode == 0, last.stderr[-3000:]
-    assert parse_result(last.stdout.splitlines())["resumed_from"] == kills[-1] // 7 * 7
+    assert parse_result(last.stdout.splitlines()).resumed_from == kills[-1] // 7 * 7
     assert "resuming from" in last.stderr
 
     a, b = weights(tmp_path / "whole"), weights(ckpt)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from litops.core.component_cli import parse_result
+from litops.core.step_results import TrainResult, parse_result
 from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfig, to_dict
 from litops.core.workspace import Workspace
 from litops.data import DataRepo, synthesize
@@ -52,7 +52,7 @@ def quiet_env(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def _train_cli(cfg: LitopsConfig, ws: Workspace, data_version: str, ckpt: Path, *extra: str) -> dict:
+def _train_cli(cfg: LitopsConfig, ws: Workspace, data_version: str, ckpt: Path, *extra: str) -> TrainResult:
     """`python -m litops.train` in this process, with AWS credentials in the environment."""
     cfg_path = ws.home / f"{ckpt.name}.json"
     cfg_path.write_text(json.dumps(to_dict(cfg)))
@@ -69,9 +69,9 @@ def test_run_records_dataset_config_and_code_version_once(versioned, tmp_path):
     ws, data_version = versioned
     cfg = tiny_config(ws.home)
     ckpt = ws.home / "ck-lineage"
-    run_id = _train_cli(cfg, ws, data_version, ckpt, "--git-sha", "0123abc")["run_id"]
+    run_id = _train_cli(cfg, ws, data_version, ckpt, "--git-sha", "0123abc").run_id
     cfg.train.steps = 5  # relaunch: the same run continues
-    assert _train_cli(cfg, ws, data_version, ckpt, "--git-sha", "0123abc")["run_id"] == run_id
+    assert _train_cli(cfg, ws, data_version, ckpt, "--git-sha", "0123abc").run_id == run_id
     client = MlflowClient(ws.tracking_uri)
     run = client.get_run(run_id)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from litops.core.checkpoint import latest_checkpoint, load_model
-from litops.core.component_cli import parse_result
+from litops.core.step_results import parse_result
 from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfig, to_dict
 from litops.core.stream import SplitStream
 from litops.train.logger import JsonlLogger
@@ -86,8 +86,8 @@ def test_sigkill_then_relaunch_resumes_from_last_checkpoint(tiny_dataset, tmp_pa
     out = subprocess.run(_train_cmd(cfg_path, tiny_dataset, ckpt), capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     result = parse_result(out.stdout.splitlines())
-    assert result["resumed_from"] == killed_at
-    assert result["steps"] == killed_at + 5
+    assert result.resumed_from == killed_at
+    assert result.steps == killed_at + 5
     assert f"resuming from step-{killed_at:08d}.pt" in out.stderr
 
 
@@ -118,4 +118,4 @@ def test_trainer_runs_without_orchestration_packages(tiny_dataset, tmp_path):
     out = subprocess.run([sys.executable, "-c", blocker, "--config", str(cfg_path), "--dataset-dir", str(tiny_dataset),
                           "--checkpoint-dir", str(tmp_path / "ck")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert parse_result(out.stdout.splitlines())["steps"] == 3
+    assert parse_result(out.stdout.splitlines()).steps == 3
