@@ -265,7 +265,7 @@ def tower_weights(args, workers: int, path: Path) -> tuple[str, int]:
 
 def run_train_features(args, dataset: Path, samples: int, workers: int, weights: str, dim: int, cache: str) -> dict:
     """One features-mode run: `cache` cold (the dataset's cache folder deleted first) or warm (kept)."""
-    from litops.core.component_cli import parse_result
+    from litops.core.step_results import TrainResult, expect, parse_result
     from litops.train.feature_cache import cache_dir_for
 
     cache_dir = Path(cache_dir_for(dataset))
@@ -275,12 +275,12 @@ def run_train_features(args, dataset: Path, samples: int, workers: int, weights:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps(features_config(args, workers, str(Path(tmp) / "home"), weights)))
         usage, lines = _run_child("--child-train", str(dataset), str(config), str(Path(tmp) / "ckpt"))
-    result = parse_result(lines) or {}
+    result = expect(parse_result(lines), TrainResult)
     files = list(cache_dir.glob("*.pt"))
     return {"measure": "train_rss", "mode": "features", "cache": cache, "samples": samples,
-            "shards": len(list((dataset / "train").glob("*.tar"))), "steps": result.get("steps"), "batch": args.batch,
+            "shards": len(list((dataset / "train").glob("*.tar"))), "steps": result.steps, "batch": args.batch,
             "workers": workers, "image_input_size": args.features_input_size, "feature_dim": dim,
-            "train_samples_per_s": round(result.get("samples_per_s", 0.0), 1), "seconds": usage["seconds"],
+            "train_samples_per_s": round(result.samples_per_s, 1), "seconds": usage["seconds"],
             "cache_dir": str(cache_dir), "cache_status": usage.get("cache_status"),
             "cache_encoded": usage.get("cache_encoded"), "cache_reused": usage.get("cache_reused"),
             "cache_seconds": usage.get("cache_seconds"), "cache_files": len(files),
@@ -318,17 +318,17 @@ def run_features(args, datasets, workers: int) -> dict:
 
 
 def run_train(args, dataset: Path, samples: int, workers: int) -> dict:
-    from litops.core.component_cli import parse_result
+    from litops.core.step_results import TrainResult, expect, parse_result
 
     with tempfile.TemporaryDirectory(prefix="litops-stream-bench-") as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps(train_config(args, workers, str(Path(tmp) / "home"))))
         usage, lines = _run_child("--child-train", str(dataset), str(config), str(Path(tmp) / "ckpt"))
-    result = parse_result(lines) or {}
+    result = expect(parse_result(lines), TrainResult)
     old_pixels = samples * 3 * args.input_size * args.input_size
     return {"measure": "train_rss", "samples": samples, "shards": len(list((dataset / "train").glob("*.tar"))),
-            "steps": result.get("steps"), "batch": args.batch, "workers": workers, "image_input_size": args.input_size,
-            "train_samples_per_s": round(result.get("samples_per_s", 0.0), 1), "seconds": usage["seconds"],
+            "steps": result.steps, "batch": args.batch, "workers": workers, "image_input_size": args.input_size,
+            "train_samples_per_s": round(result.samples_per_s, 1), "seconds": usage["seconds"],
             "main_peak_rss_mb": usage["main_peak_rss_mb"], "reader_peak_rss_mb": usage["reader_peak_rss_mb"],
             "sum_peak_rss_mb": round(usage["main_peak_rss_mb"] + usage["reader_peak_rss_mb"], 1),
             "bound_peak_rss_mb": round(usage["main_peak_rss_mb"] + workers * usage["reader_peak_rss_mb"], 1),

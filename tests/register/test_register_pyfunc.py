@@ -69,7 +69,7 @@ def _lit_effnet_minilm_config():
     from litops.core.config import ModelConfig, from_dict
 
     path = Path(litops.configs.__file__).parent / "model" / "lit_effnet_minilm.yaml"
-    return from_dict(ModelConfig, yaml.safe_load(path.read_text())["model"])
+    return from_dict(ModelConfig, yaml.safe_load(path.read_text()))  # a model group: model keys only
 
 
 def _names(requirements: list[str]) -> list[str]:

@@ -185,7 +185,8 @@ def test_an_epoch_streams_the_same_batches_and_its_checkpoint_restores_through_f
 
 def test_a_persistent_fault_fails_with_one_line_naming_the_object(faulty_s3, dataset, tmp_path):
     """Every request for one object fails; 2 attempts a request keep the wait short."""
-    from litops.core.s3_retries import EXIT_UNAVAILABLE, S3Retries, S3Unavailable
+    from litops.core.s3_retries import S3Retries, S3Unavailable
+    from litops.core.step_errors import EXIT_UNAVAILABLE
     from litops.data.api import add_and_version
     from litops.train.remote_checkpoints import S3CheckpointMirror
 
