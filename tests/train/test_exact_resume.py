@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from litops.core.step_results import parse_result
 from litops.core.config import DataConfig, LitopsConfig, ModelConfig, TrainConfig, to_dict
+from litops.core.step_results import parse_result
 from tests.conftest import COLOURS, SHAPES, _draw, write_shard
 
 STEPS = 60
