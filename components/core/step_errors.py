@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
 
-from litops.core.step_results import UnreadableRecord
+from litops.core.step_results import UnreadableRecord, decode_line
 
 ERROR_PREFIX = "LITOPS_ERROR "
 ERRORS_ENV = "LITOPS_ERRORS"  # "records": a launcher reads this component's errors
@@ -84,13 +83,7 @@ class ErrorRecord:
 
     @classmethod
     def parse_line(cls, line: str) -> "ErrorRecord":
-        line = line.strip()
-        if not line.startswith(ERROR_PREFIX):
-            raise UnreadableRecord(f"not a {ERROR_PREFIX.strip()} line: {line[:80]!r}")
-        try:
-            payload: Any = json.loads(line[len(ERROR_PREFIX):])
-        except ValueError as e:
-            raise UnreadableRecord(f"a {ERROR_PREFIX.strip()} line that is not JSON ({e})") from None
+        payload = decode_line(line, ERROR_PREFIX)
         schema = payload.get("schema") if isinstance(payload, dict) else None
         if schema != cls.SCHEMA:
             raise UnreadableRecord(f"an error record of schema {schema!r}: this side reads schema {cls.SCHEMA}")

@@ -239,16 +239,20 @@ def from_json(payload: Any) -> StepResult:
     return cls.from_fields(values)
 
 
+def decode_line(line: str, prefix: str) -> Any:
+    """The JSON payload of a `<prefix>{json}` line (a result or an error record); UnreadableRecord otherwise."""
+    line = line.strip()
+    if not line.startswith(prefix):
+        raise UnreadableRecord(f"not a {prefix.strip()} line: {line[:80]!r}")
+    try:
+        return json.loads(line[len(prefix):])
+    except ValueError as e:
+        raise UnreadableRecord(f"a {prefix.strip()} line that is not JSON ({e})") from None
+
+
 def parse_line(line: str) -> StepResult:
     """The result of one `LITOPS_RESULT {json}` line."""
-    line = line.strip()
-    if not line.startswith(RESULT_PREFIX):
-        raise UnreadableRecord(f"not a {RESULT_PREFIX.strip()} line: {line[:80]!r}")
-    try:
-        payload = json.loads(line[len(RESULT_PREFIX):])
-    except ValueError as e:
-        raise UnreadableRecord(f"a {RESULT_PREFIX.strip()} line that is not JSON ({e})") from None
-    return from_json(payload)
+    return from_json(decode_line(line, RESULT_PREFIX))
 
 
 def parse_result(lines: list[str]) -> StepResult | None:
