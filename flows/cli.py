@@ -186,8 +186,8 @@ def _add_service(commands: Commands) -> None:
     add_overrides(server, "home=/srv/litops")
     deploy = commands.add("deploy", "serve the retrain flow on its cron schedule and on new data",
                           "Serve the retrain deployment: its cron schedule (schedule.cron) plus a run whenever\n"
-                          "`litops data add` commits new data; one run at a time. The overrides become the\n"
-                          "deployment's.", ["", "--apply-only", "train.steps=600 'schedule.cron=0 4 * * *'"],
+                          "`litops data add` commits new data; one run at a time. The config, composed once with\n"
+                          "the overrides, becomes the deployment's parameter (a form in Prefect's UI).", ["", "--apply-only", "train.steps=600 'schedule.cron=0 4 * * *'"],
                           lambda args: do.deploy(args.overrides, args.apply_only))
     deploy.add_argument("--apply-only", action="store_true", help="register the deployment and exit (no runner)")
     add_overrides(deploy, "train.steps=600 'schedule.cron=0 4 * * *'")
